@@ -1,0 +1,125 @@
+"""`autoroute route`: one decision or a JSONL batch, on the same config tree
+as training (Hydra-style overrides such as ``catalog=[benchmark]``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from autoroute.types import Area, Request, RoutingError, Space
+
+EXIT_BAD_INPUT = 2
+
+
+def _errors(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in err.errors())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autoroute", description="autoroute: pick the model for a request")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("route", help="route one prompt or a JSONL file of requests")
+    r.add_argument("prompt", nargs="?", help="the user's message (omit with --input)")
+    r.add_argument("--space", help="Space type: coding, writing, research or general")
+    r.add_argument("--lock", help="Area model lock (a catalog id or alias)")
+    r.add_argument("--mode", default="chat", help="chat, planning or assist")
+    r.add_argument("--candidates", help="comma-separated pool restriction (ids, aliases, wildcards)")
+    r.add_argument("--cost-quality", type=float, default=0.5, help="0 = cheapest acceptable, 1 = best quality")
+    r.add_argument("--user", help="user id (Tier 4)")
+    r.add_argument("--input", type=Path, help="JSONL file, one request object per line")
+    r.add_argument("--output", type=Path, help="JSONL file for the decisions (default: stdout)")
+    r.add_argument("--bundle", type=Path, help="a trained router bundle (default: rules and catalog priors)")
+    r.add_argument("--json", action="store_true", help="print the full decision as JSON")
+    return p
+
+
+def _load_router(args):
+    from autoroute.config import build_router, load_config
+    if args.bundle:
+        from autoroute.bundle import load_router
+        return load_router(args.bundle, overrides=args.overrides)
+    return build_router(load_config(args.overrides))
+
+
+def _single_request(args) -> Request:
+    kwargs: dict = {"mode": args.mode, "cost_quality": args.cost_quality, "user_id": args.user}
+    if args.space:
+        kwargs["space"] = Space(type=args.space)
+    if args.lock:
+        kwargs["area"] = Area(model_lock=args.lock)
+    if args.candidates:
+        kwargs["candidates"] = [c.strip() for c in args.candidates.split(",")]
+    return Request.from_prompt(args.prompt, **kwargs)
+
+
+def _read_jsonl(path: Path) -> list[Request]:
+    requests, problems = [], []
+    try:
+        lines = path.read_text(encoding="utf-8", errors="strict").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise RoutingError(f"{path}: cannot read: {err}") from err
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            requests.append(Request.model_validate_json(line))
+        except ValidationError as err:
+            problems.append(f"{path}:{n}: {_errors(err)}")
+    if problems:
+        raise RoutingError("malformed requests:\n" + "\n".join(problems[:50])
+                           + (f"\n... and {len(problems) - 50} more" if len(problems) > 50 else ""))
+    if not requests:
+        raise RoutingError(f"{path}: no requests in the file")
+    return requests
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = _parser().parse_known_args(argv)
+    args.overrides = [o for o in extra if "=" in o and not o.startswith("-")]
+    bad = [o for o in extra if o not in args.overrides]
+    try:
+        if bad:
+            raise RoutingError(f"unexpected arguments {bad}; config overrides look like key=value (e.g. catalog=[benchmark])")
+        if args.input is None and not args.prompt:
+            raise RoutingError("give a prompt or --input requests.jsonl")
+        if args.input is not None and args.prompt:
+            raise RoutingError("give either a prompt or --input, not both")
+        requests = _read_jsonl(args.input) if args.input else [_single_request(args)]
+        router = _load_router(args)
+        decisions = []
+        for i, req in enumerate(requests, 1):
+            try:
+                decisions.append(router.route(req))
+            except RoutingError as err:
+                where = f"{args.input}:request {i}: " if args.input else ""
+                raise RoutingError(f"{where}{err}", err.code) from err
+    except ValidationError as err:
+        print(f"autoroute: invalid request: {_errors(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (RoutingError, ValueError) as err:
+        print(f"autoroute: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.input:
+        lines = "".join(d.model_dump_json() + "\n" for d in decisions)
+        if args.output:
+            args.output.write_text(lines, encoding="utf-8")
+            print(f"autoroute: {len(decisions)} decisions -> {args.output}", file=sys.stderr)
+        else:
+            sys.stdout.write(lines)
+    elif args.json:
+        print(decisions[0].model_dump_json(indent=2))
+    else:
+        d = decisions[0]
+        print(d.reason)
+        print(f"  tier {d.tier} ({d.tier_name}), task {d.task}, confidence {d.confidence:.2f}, "
+              f"estimated cost {'$%.5f' % d.estimated_cost if d.estimated_cost is not None else 'unknown'}")
+        for a in d.alternatives:
+            print(f"  alternative: {a.display_name} (score {a.score:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""Routing evaluation metrics (pure numpy).
+
+Two-model routing (RouteLLM protocol)
+-------------------------------------
+A router assigns every prompt a score; the higher the score, the more the prompt
+"needs" the strong model.  Sweeping a threshold from +inf to -inf routes a growing
+share of prompts to the strong model and traces a curve of *quality* (mean score of
+the answers actually served) against *strong-call share* in [0, 1].
+
+* ``PGR(q) = (q - q_weak) / (q_strong - q_weak)`` (performance gap recovered).
+* ``APGR`` = area under the PGR curve over the call share in [0, 1].  A random
+  router scores 0.5 exactly; the oracle scores above 1 whenever the weak model is
+  sometimes right where the strong one is wrong (PGR is not clipped).
+* ``CPT(p)`` = the smallest strong-call share at which PGR reaches ``p``
+  (e.g. ``p = 0.5`` for CPT(50%)).
+
+Ties in router scores are handled exactly: inside a group of tied scores the curve is
+interpolated linearly, which is the expectation under random tie-breaking.  A constant
+router therefore has APGR 0.5, like the random router.
+
+N-model routing with costs
+--------------------------
+Given a predicted-quality matrix ``pred [n_prompts, n_models]``, the router picks
+``argmax_m pred[i, m] - lam * cost_estimate[i, m]`` for each prompt.  Sweeping ``lam``
+from 0 (best predicted quality) to large values (cheapest model) gives a set of
+(total cost, mean true quality) points.  Randomly mixing two routing policies achieves
+any point on the segment between them, so the achievable cost-quality frontier is the
+upper convex hull of the points (same convention as RouterBench's AIQ).
+``cost_to_match`` and ``quality_at_cost`` read that frontier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "TwoModelResult",
+    "CostQualityCurve",
+    "routing_curve",
+    "pgr",
+    "apgr",
+    "cpt",
+    "two_model_sweep",
+    "random_two_model",
+    "oracle_two_model_scores",
+    "route_n_models",
+    "cost_quality_curve",
+    "upper_convex_hull",
+    "cost_to_match",
+    "quality_at_cost",
+    "single_model_points",
+    "oracle_cost_quality",
+    "random_router_curve",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Two-model routing
+# --------------------------------------------------------------------------------------
+def routing_curve(
+    router_scores: np.ndarray, strong: np.ndarray, weak: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quality vs strong-call share for a threshold sweep over ``router_scores``.
+
+    Args:
+        router_scores: ``[n]`` higher = route to the strong model first.
+        strong: ``[n]`` true score (0/1 or graded) of the strong model per prompt.
+        weak: ``[n]`` true score of the weak model per prompt.
+
+    Returns:
+        ``(share, quality)``: breakpoints of the piecewise-linear curve, ``share``
+        increasing from 0 to 1.  Breakpoints sit at tie-group boundaries so that
+        linear interpolation in between equals the random-tie-breaking expectation.
+    """
+    s = np.asarray(router_scores, dtype=float).ravel()
+    strong = np.asarray(strong, dtype=float).ravel()
+    weak = np.asarray(weak, dtype=float).ravel()
+    n = s.size
+    if not (strong.size == weak.size == n) or n == 0:
+        raise ValueError("router_scores, strong and weak must be non-empty and of equal length")
+    if np.isnan(s).any():
+        raise ValueError("router_scores contains NaN")
+    order = np.argsort(-s, kind="stable")
+    gain = (strong - weak)[order]
+    cum_gain = np.concatenate([[0.0], np.cumsum(gain)])
+    s_sorted = s[order]
+    # indices k (number of prompts routed to strong) at the end of each tie group
+    ends = np.flatnonzero(np.diff(s_sorted) != 0) + 1
+    ks = np.concatenate([[0], ends, [n]])
+    share = ks / n
+    quality = (weak.sum() + cum_gain[ks]) / n
+    return share, quality
+
+
+def pgr(quality: np.ndarray | float, q_weak: float, q_strong: float) -> np.ndarray:
+    """Performance gap recovered: ``(q - q_weak) / (q_strong - q_weak)`` (not clipped)."""
+    gap = q_strong - q_weak
+    if abs(gap) < 1e-12:
+        raise ValueError("strong and weak models have the same quality: PGR undefined")
+    return (np.asarray(quality, dtype=float) - q_weak) / gap
+
+
+def apgr(share: np.ndarray, pgr_values: np.ndarray) -> float:
+    """Area under the piecewise-linear PGR curve over the call share in [0, 1]."""
+    share = np.asarray(share, dtype=float)
+    y = np.asarray(pgr_values, dtype=float)
+    return float(np.sum(np.diff(share) * (y[1:] + y[:-1]) / 2.0))
+
+
+def cpt(share: np.ndarray, pgr_values: np.ndarray, pct: float) -> float:
+    """Call-performance threshold: minimum strong-call share reaching ``PGR >= pct``.
+
+    ``pct`` is a fraction (0.5 for CPT(50%)).  Uses linear interpolation on the
+    curve; returns ``nan`` if the curve never reaches ``pct``.
+    """
+    share = np.asarray(share, dtype=float)
+    y = np.asarray(pgr_values, dtype=float)
+    hit = np.flatnonzero(y >= pct - 1e-12)
+    if hit.size == 0:
+        return float("nan")
+    j = int(hit[0])
+    if j == 0:
+        return float(share[0])
+    x0, x1, y0, y1 = share[j - 1], share[j], y[j - 1], y[j]
+    return float(x0 + (pct - y0) * (x1 - x0) / (y1 - y0))
+
+
+@dataclass
+class TwoModelResult:
+    """Result of a two-model threshold sweep."""
+
+    share: np.ndarray
+    quality: np.ndarray
+    pgr: np.ndarray
+    apgr: float
+    cpt50: float
+    cpt80: float
+    q_strong: float
+    q_weak: float
+
+
+def two_model_sweep(
+    router_scores: np.ndarray, strong: np.ndarray, weak: np.ndarray
+) -> TwoModelResult:
+    """Full RouteLLM-style evaluation of one router: curve, APGR, CPT(50%), CPT(80%)."""
+    share, quality = routing_curve(router_scores, strong, weak)
+    q_s = float(np.mean(strong))
+    q_w = float(np.mean(weak))
+    p = pgr(quality, q_w, q_s)
+    return TwoModelResult(
+        share=share,
+        quality=quality,
+        pgr=p,
+        apgr=apgr(share, p),
+        cpt50=cpt(share, p, 0.5),
+        cpt80=cpt(share, p, 0.8),
+        q_strong=q_s,
+        q_weak=q_w,
+    )
+
+
+def random_two_model(strong: np.ndarray, weak: np.ndarray) -> TwoModelResult:
+    """Random router reference (exact expectation: a constant score, APGR = 0.5)."""
+    return two_model_sweep(np.zeros(len(strong)), strong, weak)
+
+
+def oracle_two_model_scores(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """Router scores of the oracle: the true gain ``strong - weak`` of each prompt."""
+    return np.asarray(strong, dtype=float) - np.asarray(weak, dtype=float)
+
+
+# --------------------------------------------------------------------------------------
+# N-model routing with costs
+# --------------------------------------------------------------------------------------
+@dataclass
+class CostQualityCurve:
+    """Cost-quality points of a router swept over its cost weight ``lam``.
+
+    ``cost`` is the total true dollar cost over the prompts, ``quality`` the mean true
+    score; ``frontier_cost/quality`` is the upper convex hull (achievable by mixing).
+    """
+
+    lams: np.ndarray
+    cost: np.ndarray
+    quality: np.ndarray
+    frontier_cost: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    frontier_quality: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def route_n_models(
+    pred_quality: np.ndarray, cost_estimate: np.ndarray, lam: float
+) -> np.ndarray:
+    """Pick ``argmax_m pred[i, m] - lam * cost_estimate[i, m]`` per prompt (ties -> cheaper).
+
+    ``cost_estimate`` is ``[n_models]`` or ``[n_prompts, n_models]``.
+    """
+    pred = np.asarray(pred_quality, dtype=float)
+    c = np.broadcast_to(np.asarray(cost_estimate, dtype=float), pred.shape)
+    util = pred - lam * c
+    # tie-break toward the cheaper model: subtract a tiny multiple of the cost
+    util = util - 1e-12 * c / (np.abs(c).max() + 1e-30)
+    return np.argmax(util, axis=1)
+
+
+def upper_convex_hull(cost: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Upper-left convex hull of (cost, quality) points, returned with increasing cost.
+
+    Only the non-decreasing part is kept: a point is on the frontier if no mixture of
+    other points reaches at least its quality for at most its cost.
+    """
+    c = np.asarray(cost, dtype=float)
+    q = np.asarray(quality, dtype=float)
+    order = np.lexsort((-q, c))
+    c, q = c[order], q[order]
+    hull: list[tuple[float, float]] = []
+    for x, y in zip(c, q):
+        if hull and y <= hull[-1][1]:
+            continue  # dominated: costs more (or the same) for no more quality
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            # remove hull[-1] if it lies on or below the segment hull[-2] -> (x, y)
+            if (y2 - y1) * (x - x1) <= (y - y1) * (x2 - x1):
+                hull.pop()
+            else:
+                break
+        hull.append((x, y))
+    arr = np.array(hull, dtype=float).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
+
+
+def cost_quality_curve(
+    pred_quality: np.ndarray,
+    true_scores: np.ndarray,
+    costs: np.ndarray,
+    lams: np.ndarray | None = None,
+    cost_estimate: np.ndarray | None = None,
+) -> CostQualityCurve:
+    """Sweep the cost weight of a utility router and record (total cost, quality).
+
+    Args:
+        pred_quality: ``[n, m]`` predicted quality in [0, 1] per prompt and model.
+        true_scores: ``[n, m]`` true score of each model's answer.
+        costs: ``[n, m]`` true dollar cost of calling each model on each prompt.
+        lams: cost weights to sweep (default: 0 plus a log grid wide enough to reach
+            the cheapest model everywhere), interpreted per dollar of ``cost_estimate``.
+        cost_estimate: the cost the router believes (``[m]`` or ``[n, m]``); defaults
+            to the per-model mean of ``costs``.  Pass estimates derived from training
+            data to avoid using the realised test costs.
+
+    Returns:
+        A :class:`CostQualityCurve` including its upper convex hull.
+    """
+    pred = np.asarray(pred_quality, dtype=float)
+    y = np.asarray(true_scores, dtype=float)
+    c = np.asarray(costs, dtype=float)
+    if not (pred.shape == y.shape == c.shape):
+        raise ValueError("pred_quality, true_scores and costs must have the same shape")
+    est = c.mean(axis=0) if cost_estimate is None else np.asarray(cost_estimate, dtype=float)
+    if lams is None:
+        est_b = np.broadcast_to(est, pred.shape)
+        spread = max(float(np.ptp(est_b)), 1e-12)
+        lo = 1e-4 / spread
+        hi = 1e3 / max(float(est_b[est_b > 0].min()) if (est_b > 0).any() else 1e-12, 1e-12)
+        lams = np.concatenate([[0.0], np.geomspace(lo, hi, 400)])
+    lams = np.asarray(lams, dtype=float)
+    rows = np.arange(pred.shape[0])
+    tot_cost = np.empty(lams.size)
+    qual = np.empty(lams.size)
+    for k, lam in enumerate(lams):
+        ch = route_n_models(pred, est, lam)
+        tot_cost[k] = c[rows, ch].sum()
+        qual[k] = y[rows, ch].mean()
+    fc, fq = upper_convex_hull(tot_cost, qual)
+    return CostQualityCurve(lams, tot_cost, qual, fc, fq)
+
+
+def cost_to_match(curve: CostQualityCurve, target_quality: float) -> float:
+    """Minimum total cost on the frontier reaching ``target_quality`` (nan if never)."""
+    fc, fq = curve.frontier_cost, curve.frontier_quality
+    if fq.size == 0 or fq.max() < target_quality - 1e-12:
+        return float("nan")
+    j = int(np.flatnonzero(fq >= target_quality - 1e-12)[0])
+    if j == 0:
+        return float(fc[0])
+    return float(fc[j - 1] + (target_quality - fq[j - 1]) * (fc[j] - fc[j - 1]) / (fq[j] - fq[j - 1]))
+
+
+def quality_at_cost(curve: CostQualityCurve, budget: float) -> float:
+    """Best frontier quality with total cost ``<= budget`` (nan if even the cheapest exceeds it)."""
+    fc, fq = curve.frontier_cost, curve.frontier_quality
+    if fc.size == 0 or budget < fc[0] - 1e-12:
+        return float("nan")
+    if budget >= fc[-1]:
+        return float(fq[-1])
+    return float(np.interp(budget, fc, fq))
+
+
+def single_model_points(true_scores: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(total cost, mean quality) of always calling each model; arrays of length m."""
+    y = np.asarray(true_scores, dtype=float)
+    c = np.asarray(costs, dtype=float)
+    return c.sum(axis=0), y.mean(axis=0)
+
+
+def oracle_cost_quality(true_scores: np.ndarray, costs: np.ndarray) -> CostQualityCurve:
+    """Oracle router: knows the true scores and costs of every prompt."""
+    y = np.asarray(true_scores, dtype=float)
+    c = np.asarray(costs, dtype=float)
+    spread = max(float(np.ptp(c)), 1e-12)
+    lams = np.concatenate([[0.0], np.geomspace(1e-4 / spread, 1e3 / max(c[c > 0].min(), 1e-12), 600)])
+    return cost_quality_curve(y, y, c, lams=lams, cost_estimate=c)
+
+
+def random_router_curve(true_scores: np.ndarray, costs: np.ndarray) -> CostQualityCurve:
+    """Non-learned reference: random mixtures of single models (their convex hull)."""
+    sc, sq = single_model_points(true_scores, costs)
+    fc, fq = upper_convex_hull(sc, sq)
+    return CostQualityCurve(np.full(sc.size, np.nan), sc, sq, fc, fq)

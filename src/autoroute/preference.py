@@ -1,0 +1,336 @@
+"""Preference model: RouteLLM's matrix factorization generalised to N models.
+
+Every prompt is represented by a frozen feature vector ``x`` (a sentence embedding,
+optionally concatenated with cheap extra features).  Every model ``m`` has a learned
+vector ``v_m`` and bias ``b_m``.  The latent quality of model ``m`` on the prompt is::
+
+    s(x, m) = <proj(x), v_m> + b_m + d(x)
+
+where ``proj`` is a learned linear map or small MLP and ``d(x)`` a learned prompt
+difficulty shared by all models.  ``sigmoid(s)`` is the predicted quality in [0, 1]
+(the probability of a correct / acceptable answer).
+
+Training signals (all optional, weighted by the config):
+
+* **outcomes** ``(prompt_idx, model, score)`` with a score in [0, 1] (0/1 correctness or
+  graded): binary cross-entropy of ``sigmoid(s)`` against the score.
+* **outcome-derived pairs**: for two models scored on the same prompt with different
+  scores, a Bradley-Terry term ``sigmoid(s_a - s_b)`` against ``1[score_a > score_b]``.
+* **comparisons** ``(prompt_idx, model_a, model_b, winner | preference)``: a
+  Bradley-Terry loss ``P(a beats b) = sigmoid(alpha * (s_a - s_b))`` with a learned
+  scale ``alpha`` (judges and humans are noisier than correctness).  ``winner`` in
+  ``{"model_a", "model_b", "tie", "tie_bothbad"}`` becomes a target of 1 / 0 / 0.5 / 0.5;
+  a float ``preference`` column (= P(a beats b)) is used as a soft target directly.
+  Optionally ``tie_bothbad`` also adds a "both answers were bad" outcome of 0.
+
+Models with little data fall back to priors: each model's bias is pulled toward
+``logit(prior_quality)`` and its vector toward 0 by a Gaussian prior whose weight is
+``prior_strength`` pseudo-observations (MAP), so a model with a handful of
+observations predicts about its prior, and an unseen model predicts exactly its prior.
+
+Numpy in, numpy out; training is deterministic given ``config.seed``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = ["PreferenceConfig", "PreferenceModel", "winner_to_target"]
+
+_WINNER_TARGET = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie_bothbad": 0.5, "tie (bothbad)": 0.5}
+
+
+def winner_to_target(winner: str) -> float:
+    """Map an arena-style ``winner`` label to P(model_a beats model_b)."""
+    try:
+        return _WINNER_TARGET[winner]
+    except KeyError as exc:
+        raise ValueError(f"unknown winner label {winner!r}") from exc
+
+
+@dataclass
+class PreferenceConfig:
+    """Hyper-parameters of :class:`PreferenceModel` (stored inside saved models)."""
+
+    dim: int = 64  # size of the model vectors / projected prompt
+    hidden: int = 256  # hidden units of the projection MLP; 0 = linear projection
+    dropout: float = 0.1
+    lr: float = 3e-3
+    epochs: int = 20
+    batch_size: int = 1024
+    weight_decay: float = 1e-4  # AdamW weight decay on the projection
+    w_outcome: float = 1.0  # BCE on per-prompt outcomes
+    w_outcome_pairs: float = 0.5  # BT on pairs derived from outcomes with different scores
+    w_pair: float = 1.0  # BT on explicit comparisons
+    bothbad_outcome_weight: float = 0.0  # 'tie_bothbad' -> outcome 0 for both models
+    prior_strength: float = 20.0  # pseudo-observations of the per-model prior
+    default_prior: float = 0.5  # prior quality of a model without an explicit prior
+    standardize: bool = True  # z-score the input features with training statistics
+    seed: int = 0
+
+
+class _Net(nn.Module):
+    def __init__(self, d_in: int, n_models: int, cfg: PreferenceConfig):
+        super().__init__()
+        if cfg.hidden > 0:
+            self.proj = nn.Sequential(
+                nn.Dropout(cfg.dropout), nn.Linear(d_in, cfg.hidden), nn.GELU(),
+                nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.dim + 1),
+            )
+        else:
+            self.proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d_in, cfg.dim + 1))
+        self.model_vec = nn.Parameter(torch.zeros(n_models, cfg.dim))
+        self.model_bias = nn.Parameter(torch.zeros(n_models))
+        self.log_alpha = nn.Parameter(torch.zeros(()))
+        nn.init.normal_(self.model_vec, std=0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent scores ``[n_prompts, n_models]``."""
+        h = self.proj(x)
+        p, d = h[:, :-1], h[:, -1:]
+        return p @ self.model_vec.T + self.model_bias + d
+
+
+@dataclass
+class _State:
+    model_ids: list[str] = field(default_factory=list)
+    priors: dict[str, float] = field(default_factory=dict)
+    feat_mean: np.ndarray | None = None
+    feat_std: np.ndarray | None = None
+    d_in: int = 0
+
+
+class PreferenceModel:
+    """N-model matrix-factorization preference model (see module docstring)."""
+
+    def __init__(self, config: PreferenceConfig | None = None):
+        self.config = config or PreferenceConfig()
+        self._st = _State()
+        self._net: _Net | None = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def model_ids(self) -> list[str]:
+        """Models the network was trained with (order of its vectors)."""
+        return list(self._st.model_ids)
+
+    def _prior_logit(self, m: str) -> float:
+        p = float(self._st.priors.get(m, self.config.default_prior))
+        p = min(max(p, 1e-4), 1 - 1e-4)
+        return math.log(p / (1 - p))
+
+    def _features(self, emb: np.ndarray) -> torch.Tensor:
+        x = np.asarray(emb, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self._st.d_in:
+            raise ValueError(f"expected embeddings of shape [n, {self._st.d_in}], got {x.shape}")
+        if self.config.standardize:
+            x = (x - self._st.feat_mean) / self._st.feat_std
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        embeddings: np.ndarray,
+        comparisons: pd.DataFrame | None,
+        outcomes: pd.DataFrame | None,
+        model_ids: Sequence[str],
+        priors: Mapping[str, float] | None = None,
+    ) -> "PreferenceModel":
+        """Train from scratch.
+
+        Args:
+            embeddings: ``[n_prompts, d]`` prompt features; ``prompt_idx`` indexes rows.
+            comparisons: columns ``prompt_idx, model_a, model_b`` and either ``winner``
+                (``model_a|model_b|tie|tie_bothbad``) or a float ``preference`` = P(a
+                beats b); optional ``weight``.  May be ``None`` or empty.
+            outcomes: columns ``prompt_idx, model, score`` (score in [0, 1]); optional
+                ``weight``.  May be ``None`` or empty.
+            model_ids: the models to learn; rows naming other models are ignored.
+            priors: optional prior quality per model id (default ``config.default_prior``).
+        Returns:
+            ``self``.
+        """
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        x_np = np.asarray(embeddings, dtype=np.float32)
+        mids = list(dict.fromkeys(model_ids))
+        col = {m: i for i, m in enumerate(mids)}
+        self._st = _State(model_ids=mids, priors=dict(priors or {}), d_in=x_np.shape[1])
+        if cfg.standardize:
+            self._st.feat_mean = x_np.mean(0)
+            self._st.feat_std = x_np.std(0) + 1e-6
+        x = self._features(x_np)
+
+        # ---- outcomes
+        o_p = np.zeros(0, np.int64); o_m = np.zeros(0, np.int64); o_y = np.zeros(0, np.float32); o_w = np.zeros(0, np.float32)
+        if outcomes is not None and len(outcomes):
+            o = outcomes[outcomes["model"].isin(col)]
+            o_p = o["prompt_idx"].to_numpy(np.int64)
+            o_m = o["model"].map(col).to_numpy(np.int64)
+            o_y = np.clip(o["score"].to_numpy(np.float32), 0, 1)
+            o_w = o["weight"].to_numpy(np.float32) if "weight" in o else np.ones(len(o), np.float32)
+        # ---- explicit comparisons
+        c_p = np.zeros(0, np.int64); c_a = np.zeros(0, np.int64); c_b = np.zeros(0, np.int64)
+        c_y = np.zeros(0, np.float32); c_w = np.zeros(0, np.float32)
+        if comparisons is not None and len(comparisons):
+            c = comparisons[comparisons["model_a"].isin(col) & comparisons["model_b"].isin(col)]
+            c = c[c["model_a"] != c["model_b"]]
+            c_p = c["prompt_idx"].to_numpy(np.int64)
+            c_a = c["model_a"].map(col).to_numpy(np.int64)
+            c_b = c["model_b"].map(col).to_numpy(np.int64)
+            if "preference" in c and c["preference"].notna().all():
+                c_y = np.clip(c["preference"].to_numpy(np.float32), 0, 1)
+            else:
+                c_y = np.array([winner_to_target(w) for w in c["winner"]], np.float32)
+            c_w = c["weight"].to_numpy(np.float32) if "weight" in c else np.ones(len(c), np.float32)
+            if cfg.bothbad_outcome_weight > 0 and "winner" in c:
+                bb = (c["winner"].isin(["tie_bothbad", "tie (bothbad)"])).to_numpy()
+                k = int(bb.sum())
+                if k:
+                    o_p = np.concatenate([o_p, c_p[bb], c_p[bb]])
+                    o_m = np.concatenate([o_m, c_a[bb], c_b[bb]])
+                    o_y = np.concatenate([o_y, np.zeros(2 * k, np.float32)])
+                    o_w = np.concatenate([o_w, np.full(2 * k, cfg.bothbad_outcome_weight, np.float32)])
+        # ---- outcome-derived pairs (models scored differently on the same prompt)
+        q_p, q_a, q_b, q_y = self._outcome_pairs(o_p, o_m, o_y) if cfg.w_outcome_pairs > 0 else (np.zeros(0, np.int64),) * 3 + (np.zeros(0, np.float32),)
+
+        net = _Net(x.shape[1], len(mids), cfg)
+        prior_logits = torch.tensor([self._prior_logit(m) for m in mids], dtype=torch.float32)
+        with torch.no_grad():
+            net.model_bias.copy_(prior_logits)
+        self._net = net
+        n_obs = max(len(o_p) + len(c_p) + len(q_p), 1)
+        if n_obs <= 1 and len(o_p) + len(c_p) == 0:
+            return self  # nothing to learn: predictions are the priors
+
+        decay = [p for n, p in net.named_parameters() if n.startswith("proj") and p.ndim > 1]
+        no_decay = [p for n, p in net.named_parameters() if not (n.startswith("proj") and p.ndim > 1)]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        steps = max(1, math.ceil(n_obs / cfg.batch_size))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs, pct_start=0.1)
+        t = lambda a: torch.from_numpy(a)  # noqa: E731
+        o_p_t, o_m_t, o_y_t, o_w_t = t(o_p), t(o_m), t(o_y), t(o_w)
+        c_p_t, c_a_t, c_b_t, c_y_t, c_w_t = t(c_p), t(c_a), t(c_b), t(c_y), t(c_w)
+        q_p_t, q_a_t, q_b_t, q_y_t = t(q_p), t(q_a), t(q_b), t(q_y)
+        bce = nn.functional.binary_cross_entropy_with_logits
+        net.train()
+        for _ in range(cfg.epochs):
+            chunks_o = np.array_split(rng.permutation(len(o_p)), steps)
+            chunks_c = np.array_split(rng.permutation(len(c_p)), steps)
+            chunks_q = np.array_split(rng.permutation(len(q_p)), steps)
+            for s in range(steps):
+                io, ic, iq = (torch.from_numpy(ch[s]) for ch in (chunks_o, chunks_c, chunks_q))
+                prompts = torch.cat([o_p_t[io], c_p_t[ic], q_p_t[iq]])
+                uniq, inv = torch.unique(prompts, return_inverse=True)
+                scores = net(x[uniq])
+                loss = torch.zeros(())
+                k0, k1 = len(io), len(io) + len(ic)
+                if len(io) and cfg.w_outcome > 0:
+                    z = scores[inv[:k0], o_m_t[io]]
+                    loss = loss + cfg.w_outcome * (bce(z, o_y_t[io], reduction="none") * o_w_t[io]).sum() / n_obs
+                if len(ic) and cfg.w_pair > 0:
+                    r = inv[k0:k1]
+                    z = net.log_alpha.exp() * (scores[r, c_a_t[ic]] - scores[r, c_b_t[ic]])
+                    loss = loss + cfg.w_pair * (bce(z, c_y_t[ic], reduction="none") * c_w_t[ic]).sum() / n_obs
+                if len(iq):
+                    r = inv[k1:]
+                    z = scores[r, q_a_t[iq]] - scores[r, q_b_t[iq]]
+                    loss = loss + cfg.w_outcome_pairs * bce(z, q_y_t[iq], reduction="sum") / n_obs
+                # MAP prior on the per-model parameters (weight = prior_strength pseudo-obs)
+                prior = ((net.model_bias - prior_logits) ** 2).sum() + (net.model_vec ** 2).sum()
+                loss = loss + cfg.prior_strength * prior / (n_obs * steps)
+                opt.zero_grad()
+                (loss * steps).backward()
+                opt.step()
+                sched.step()
+        net.eval()
+        return self
+
+    @staticmethod
+    def _outcome_pairs(p: np.ndarray, m: np.ndarray, y: np.ndarray):
+        """All (a, b) pairs of models scored on the same prompt with score_a > score_b."""
+        if len(p) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        order = np.lexsort((m, p))
+        p, m, y = p[order], m[order], y[order]
+        starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+        ends = np.r_[starts[1:], len(p)]
+        out_p, out_a, out_b = [], [], []
+        for s, e in zip(starts, ends):
+            if e - s < 2:
+                continue
+            yy, mm = y[s:e], m[s:e]
+            ia, ib = np.nonzero(yy[:, None] > yy[None, :])
+            if len(ia):
+                out_p.append(np.full(len(ia), p[s])); out_a.append(mm[ia]); out_b.append(mm[ib])
+        if not out_p:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        pa = np.concatenate(out_p).astype(np.int64)
+        return pa, np.concatenate(out_a).astype(np.int64), np.concatenate(out_b).astype(np.int64), np.ones(len(pa), np.float32)
+
+    # ------------------------------------------------------------------ inference
+    def predict_logits(self, embeddings: np.ndarray, model_ids: Sequence[str]) -> np.ndarray:
+        """Latent scores ``[n_prompts, len(model_ids)]``; unknown models get ``logit(prior)``."""
+        if self._net is None:
+            raise RuntimeError("model is not fitted")
+        x = self._features(embeddings)
+        with torch.no_grad():
+            self._net.eval()
+            s = self._net(x).numpy().astype(np.float64)
+        col = {m: i for i, m in enumerate(self._st.model_ids)}
+        out = np.empty((x.shape[0], len(model_ids)), dtype=np.float64)
+        for j, m in enumerate(model_ids):
+            out[:, j] = s[:, col[m]] if m in col else self._prior_logit(m)
+        return out
+
+    def predict(self, embeddings: np.ndarray, model_ids: Sequence[str]) -> np.ndarray:
+        """Predicted quality in [0, 1], shape ``[n_prompts, len(model_ids)]``."""
+        return 1.0 / (1.0 + np.exp(-self.predict_logits(embeddings, model_ids)))
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict:
+        """Everything needed to rebuild the model, config included (torch-serialisable)."""
+        if self._net is None:
+            raise RuntimeError("model is not fitted")
+        return {
+            "config": asdict(self.config),
+            "net": {k: v.detach().clone() for k, v in self._net.state_dict().items()},
+            "model_ids": list(self._st.model_ids),
+            "priors": dict(self._st.priors),
+            "feat_mean": None if self._st.feat_mean is None else torch.from_numpy(self._st.feat_mean),
+            "feat_std": None if self._st.feat_std is None else torch.from_numpy(self._st.feat_std),
+            "d_in": self._st.d_in,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "PreferenceModel":
+        """Inverse of :meth:`state_dict`."""
+        obj = cls(PreferenceConfig(**state["config"]))
+        obj._st = _State(
+            model_ids=list(state["model_ids"]), priors=dict(state["priors"]), d_in=int(state["d_in"]),
+            feat_mean=None if state["feat_mean"] is None else state["feat_mean"].numpy(),
+            feat_std=None if state["feat_std"] is None else state["feat_std"].numpy(),
+        )
+        obj._net = _Net(obj._st.d_in, len(obj._st.model_ids), obj.config)
+        obj._net.load_state_dict(state["net"])
+        obj._net.eval()
+        return obj
+
+    def save(self, path: str | Path) -> None:
+        """Write the model (weights + config + model ids + priors) to ``path``."""
+        torch.save(self.state_dict(), str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PreferenceModel":
+        """Read a model written by :meth:`save`."""
+        return cls.from_state_dict(torch.load(str(path), map_location="cpu", weights_only=False))

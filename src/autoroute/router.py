@@ -1,0 +1,308 @@
+"""The router pipeline: hard constraints, Tier 1 context rules, Tier 2 fast
+signals, Tier 3 learned task + quality scores, Tier 4 user preference, then
+selection by quality for cost under the request's knob."""
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from autoroute.catalog import Catalog
+from autoroute.scoring import LearnedScorer, NoUserPreference, Scores, UserPreference, catalog_prior
+from autoroute.signals import Signals, extract
+from autoroute.types import TASKS, Alternative, Decision, Request, RoutingError
+
+TIER_NAMES = {1: "context rules", 2: "fast signals", 3: "learned", 4: "user preference"}
+
+
+@dataclass
+class RouterSettings:
+    """Selection settings (config group `router`)."""
+    classifier_min_confidence: float = 0.5
+    cost_weight_max: float = 0.3          # lambda at cost_quality = 0
+    unknown_price: str = "pessimistic"    # pessimistic: cost of the priciest known model | exclude
+    max_alternatives: int = 5
+    max_prompt_chars: int = 2_000_000
+    user_preference_weight: float = 1.0
+
+
+@dataclass
+class _Plan:
+    """What the tiers decided before selection."""
+    tier: int = 3
+    task: str | None = None
+    confidence: float = 0.0
+    prefer: list[str] = field(default_factory=list)
+    why: str = ""
+
+
+class Router:
+    def __init__(self, catalog: Catalog, rules: Mapping[str, Any], scorer: LearnedScorer | None = None,
+                 user_preference: UserPreference | None = None, settings: RouterSettings | None = None,
+                 degraded: bool = False):
+        self.catalog = catalog
+        self.rules = rules
+        self.scorer = scorer
+        self.user_preference = user_preference or NoUserPreference()
+        self.settings = settings or RouterSettings()
+        self.degraded = degraded
+        self._check_rules()
+        sens = rules.get("sensitive", {}) or {}
+        self._sensitive_kinds = set(sens.get("kinds", []) or []) or None
+        approved = sens.get("approved_models")
+        self._sensitive_approved = set(catalog.match(approved, strict=False)) if approved else None
+
+    # ----------------------------------------------------------------- config
+    def _check_rules(self) -> None:
+        """Fail at start-up, not per request, on malformed rules or unknown tasks."""
+        def check_models(names, where):
+            # A rule may name models of another catalog (e.g. with catalog=[benchmark]);
+            # it just never matches then. A name no catalog could hold is a typo.
+            for n in names or []:
+                if not isinstance(n, str) or not n.strip():
+                    raise ValueError(f"rules: {where} has an empty model name")
+
+        def check_task(task, where):
+            if task is not None and task not in TASKS:
+                raise ValueError(f"rules: {where} names task {task!r}; tasks are {', '.join(TASKS)}")
+
+        for name, spec in (self.rules.get("spaces") or {}).items():
+            check_models(spec.get("prefer"), f"spaces.{name}")
+            check_task(spec.get("task"), f"spaces.{name}")
+        for name, spec in (self.rules.get("modes") or {}).items():
+            check_models(spec.get("prefer"), f"modes.{name}")
+            check_task(spec.get("task"), f"modes.{name}")
+        for task, models in (self.rules.get("area_tasks") or {}).items():
+            check_task(task, "area_tasks")
+            check_models(models, f"area_tasks.{task}")
+        for i, rule in enumerate(self.rules.get("signal_rules") or []):
+            check_models(rule.get("prefer"), f"signal_rules[{i}] ({rule.get('name')})")
+            check_task(rule.get("task"), f"signal_rules[{i}] ({rule.get('name')})")
+
+    # ------------------------------------------------------------------ route
+    def route(self, request: Request) -> Decision:
+        return self.route_batch([request])[0]
+
+    def route_batch(self, requests: Sequence[Request]) -> list[Decision]:
+        """Decide a batch; the learned scorer runs once over the prompts that need it."""
+        t0 = time.perf_counter()
+        staged = [self._prepare(r) for r in requests]
+        need = [i for i, st in enumerate(staged) if st[2].tier >= 3 or self._needs_quality(st)]
+        scores: Scores | None = None
+        if self.scorer is not None and need:
+            scores = self.scorer.score([requests[i].last_user_text for i in need])
+        row_of = {i: k for k, i in enumerate(need)}
+        out = []
+        for i, (req, sig, plan, pool) in enumerate(staged):
+            out.append(self._select(req, sig, plan, pool, scores, row_of.get(i), t0))
+        return out
+
+    def _needs_quality(self, staged) -> bool:
+        return self.scorer is not None and bool(self.scorer.models)
+
+    def _prepare(self, request: Request):
+        r = self.rules
+        for m in request.messages:
+            if len(m.content) > self.settings.max_prompt_chars:
+                raise RoutingError(f"a message has {len(m.content)} characters; the limit is "
+                                   f"{self.settings.max_prompt_chars}", code="too_large")
+        sig = extract(request, chars_per_token=float(r.get("chars_per_token", 4.0)),
+                      long_conversation_turns=int(r.get("long_conversation_turns", 20)),
+                      short_question_max_words=int(r.get("short_question_max_words", 20)),
+                      sensitive_kinds=self._sensitive_kinds)
+        pool, lock = self._pool(request, sig)
+        plan = self._tiers(request, sig, lock)
+        return request, sig, plan, pool
+
+    def _pool(self, request: Request, sig: Signals) -> tuple[list[str], str | None]:
+        """Apply the hard constraints; returns (eligible ids, resolved lock)."""
+        cat = self.catalog
+        dropped: list[str] = []
+        lock = None
+        if request.area and request.area.model_lock:
+            lock = cat.resolve(request.area.model_lock)
+            pool = [lock]
+        elif request.candidates is not None:
+            pool = cat.match(request.candidates)
+        else:
+            pool = cat.offered
+        if request.policy and request.policy.approved_models is not None:
+            approved = set(cat.match(request.policy.approved_models, strict=False))
+            dropped += [f"{m}: not approved by policy" for m in pool if m not in approved]
+            pool = [m for m in pool if m in approved]
+        if sig.sensitive:
+            if request.policy and request.policy.approved_models is not None:
+                allowed = set(cat.match(request.policy.approved_models, strict=False))
+            else:
+                allowed = self._sensitive_approved
+            if allowed is None:
+                raise RoutingError(
+                    f"sensitive data detected ({', '.join(sig.sensitive)}) and no approved models are configured "
+                    "for it; set policy.approved_models or rules.sensitive.approved_models", code="no_eligible_model")
+            dropped += [f"{m}: not approved for sensitive data ({', '.join(sig.sensitive)})"
+                        for m in pool if m not in allowed]
+            pool = [m for m in pool if m in allowed]
+        kept = []
+        for m in pool:
+            card = cat.cards[m]
+            if card.context_window and sig.estimated_tokens > card.context_window:
+                dropped.append(f"{m}: context window {card.context_window} < ~{sig.estimated_tokens} tokens")
+            elif (request.needs.vision or "images" in sig.fired) and not card.vision:
+                dropped.append(f"{m}: no vision support")
+            elif request.needs.tools and not card.tools:
+                dropped.append(f"{m}: no tool support")
+            else:
+                kept.append(m)
+        pool = kept
+        if request.budget is not None:
+            out_tokens = self._output_tokens(request, None)
+            kept = []
+            for m in pool:
+                cost = cat.cards[m].estimate_cost(sig.estimated_tokens, out_tokens)
+                if cost is None:
+                    dropped.append(f"{m}: price unknown, cannot check the budget")
+                elif cost > request.budget:
+                    dropped.append(f"{m}: estimated ${cost:.4f} over the budget ${request.budget:.4f}")
+                else:
+                    kept.append(m)
+            pool = kept
+        if not pool:
+            what = f"the locked model {lock!r}" if lock else "no model in the pool"
+            raise RoutingError(f"no eligible model: {what} satisfies the constraints ("
+                               + "; ".join(dropped[:12]) + ")", code="no_eligible_model")
+        if request.space and request.space.avoided_models and not lock:
+            avoid = set(cat.match(request.space.avoided_models))
+            rest = [m for m in pool if m not in avoid]
+            pool = rest or pool
+        return pool, lock
+
+    def _tiers(self, request: Request, sig: Signals, lock: str | None) -> _Plan:
+        r = self.rules
+        if lock:
+            return _Plan(1, request.area.task_type if request.area else None, 1.0, [lock],
+                         "locked by the Area")
+        if request.area and request.area.task_type:
+            task = request.area.task_type
+            prefer = list((r.get("area_tasks") or {}).get(task) or [])
+            return _Plan(1, task, 1.0, self._space_preferred(request) + prefer, f"the Area's task is {task}")
+        mode = (r.get("modes") or {}).get(request.mode)
+        if mode:
+            return _Plan(1, mode.get("task"), 1.0, self._space_preferred(request) + list(mode.get("prefer") or []),
+                         f"{request.mode} mode")
+        if request.space and request.space.type != "general":
+            spec = (r.get("spaces") or {}).get(request.space.type) or {}
+            return _Plan(1, spec.get("task"), 1.0, self._space_preferred(request) + list(spec.get("prefer") or []),
+                         f"a {request.space.type} Space")
+        min_conf = float(r.get("tier2_min_confidence", 0.75))
+        for rule in r.get("signal_rules") or []:
+            if float(rule.get("confidence", 0)) >= min_conf and all(s in sig.fired for s in rule["when"]):
+                return _Plan(2, rule.get("task"), float(rule["confidence"]),
+                             self._space_preferred(request) + list(rule.get("prefer") or []),
+                             rule.get("reason") or rule["name"])
+        return _Plan(3, None, 0.0, self._space_preferred(request), "")
+
+    def _space_preferred(self, request: Request) -> list[str]:
+        if request.space and request.space.preferred_models:
+            return self.catalog.match(request.space.preferred_models)
+        return []
+
+    def _output_tokens(self, request: Request, task: str | None) -> int:
+        if request.expected_output_tokens:
+            return request.expected_output_tokens
+        table = self.rules.get("expected_output_tokens") or {}
+        return int(table.get(task, table.get("default", 500)) if task else table.get("default", 500))
+
+    # ---------------------------------------------------------------- select
+    def _select(self, request: Request, sig: Signals, plan: _Plan, pool: list[str], scores: Scores | None,
+                row: int | None, t0: float) -> Decision:
+        cat, s = self.catalog, self.settings
+        tier, task, confidence, why = plan.tier, plan.task, plan.confidence, plan.why
+        learned_probs = None
+        if scores is not None and row is not None and scores.task_probs is not None:
+            learned_probs = scores.task_probs[row]
+        if tier >= 3:
+            if learned_probs is not None:
+                k = int(np.argmax(learned_probs))
+                task, confidence = TASKS[k], float(learned_probs[k])
+                if confidence < s.classifier_min_confidence:
+                    space = request.space.type if request.space else "general"
+                    fallback = ((self.rules.get("spaces") or {}).get(space) or {})
+                    why = (f"low classifier confidence ({confidence:.2f} for {task}); "
+                           f"using the {space} Space default")
+                    plan.prefer = plan.prefer + list(fallback.get("prefer") or [])
+                    task = fallback.get("task") or task
+                else:
+                    why = f"classified as {task.replace('_', ' ')}"
+            else:
+                task, confidence = self._hinted_task(sig)
+                why = (f"signals suggest {task.replace('_', ' ')}" if task else "no task signal")
+        quality = catalog_prior(cat, pool, task)
+        if scores is not None and row is not None and scores.quality is not None:
+            idx = {m: j for j, m in enumerate(scores.models)}
+            for i, m in enumerate(pool):
+                if m in idx:
+                    quality[i] = float(scores.quality[row, idx[m]])
+        out_tokens = self._output_tokens(request, task)
+        costs = [cat.cards[m].estimate_cost(sig.estimated_tokens, out_tokens) for m in pool]
+        utility = quality - self._cost_penalty(costs, request.cost_quality)
+        adjust = self.user_preference.adjust(request.user_id, request.org_id, pool) * s.user_preference_weight
+        final = utility + adjust
+        order = list(np.argsort(-final, kind="stable"))
+        chosen = None
+        if plan.prefer and tier <= 2:
+            for m in plan.prefer:
+                mid = cat.try_resolve(m)
+                if mid in pool:
+                    chosen = pool.index(mid)
+                    break
+        if chosen is None:
+            chosen = int(order[0])
+            if tier >= 3 and np.any(adjust) and int(np.argmax(utility)) != chosen:
+                tier, why = 4, why + "; adjusted to your usage"
+        model = pool[chosen]
+        card = cat.cards[model]
+        reason = f"{card.display_name}, auto-selected for {task.replace('_', ' ')}" if task else \
+            f"{card.display_name}, auto-selected"
+        if why:
+            reason += f" ({why})"
+        if plan.tier <= 2 and plan.prefer and cat.try_resolve(plan.prefer[0]) != model and tier <= 2:
+            reason += f"; {cat.cards[cat.resolve(plan.prefer[0])].display_name} was not available" \
+                if plan.prefer[0] in cat else ""
+        if costs[chosen] is None:
+            reason += "; its price is unknown, so no cost estimate"
+        ranked = [chosen] + [j for j in order if j != chosen]
+        alts = [Alternative(model=pool[j], display_name=cat.cards[pool[j]].display_name, score=round(float(final[j]), 6),
+                            quality=round(float(quality[j]), 6), estimated_cost=costs[j])
+                for j in ranked[1:1 + s.max_alternatives]]
+        return Decision(
+            decision_id=uuid.uuid4().hex, selected_model=model, display_name=card.display_name, tier=tier,
+            tier_name=TIER_NAMES[tier], task=task or "general", confidence=round(float(confidence), 6),
+            reason=reason, signals=sorted(sig.fired), alternatives=alts,
+            scores={m: round(float(q), 6) for m, q in zip(pool, quality)},
+            estimated_cost=costs[chosen], estimated_tokens=sig.estimated_tokens, degraded=self.degraded,
+            latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+
+    def _hinted_task(self, sig: Signals) -> tuple[str | None, float]:
+        if not sig.task_hints:
+            return None, 0.0
+        total = sum(sig.task_hints.values())
+        task, w = max(sig.task_hints.items(), key=lambda kv: kv[1])
+        return task, w / total * 0.6
+
+    def _cost_penalty(self, costs: list[float | None], knob: float) -> np.ndarray:
+        """lambda(knob) * relative log-cost in [0, 1]; unknown prices by policy."""
+        known = [c for c in costs if c is not None]
+        if not known:
+            return np.zeros(len(costs))
+        hi = max(known)
+        if self.settings.unknown_price == "pessimistic":
+            costs = [hi if c is None else c for c in costs]
+        lo = max(min(c for c in costs if c is not None), 1e-9)
+        span = math.log1p(hi / lo)
+        lam = self.settings.cost_weight_max * (1.0 - knob)
+        return np.array([lam * (math.log1p((c if c is not None else hi) / lo) / span if span > 0 else 0.0)
+                         for c in costs])

@@ -1,0 +1,80 @@
+"""The one small interface the learned tiers plug into, and the catalog prior
+that stands in for any model the learned tiers know nothing about."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from autoroute.catalog import Catalog
+from autoroute.types import TASKS
+
+
+@dataclass
+class Scores:
+    """Learned outputs for a batch of prompts.
+
+    task_probs: [n, len(TASKS)] calibrated task probabilities, or None.
+    quality: [n, len(models)] predicted quality in [0, 1] for `models`, or None.
+    """
+    task_probs: np.ndarray | None
+    quality: np.ndarray | None
+    models: tuple[str, ...] = ()
+
+
+class LearnedScorer(ABC):
+    """Tier 3 (task classifier) and the preference model behind one call, so an
+    implementation can share one encoder pass between them."""
+
+    #: catalog ids the quality head scores; others fall back to catalog priors
+    models: tuple[str, ...] = ()
+
+    @abstractmethod
+    def score(self, texts: Sequence[str]) -> Scores:
+        ...
+
+
+class UserPreference(ABC):
+    """Tier 4: additive per-model adjustments for a user and organisation."""
+
+    @abstractmethod
+    def adjust(self, user_id: str | None, org_id: str | None, models: Sequence[str]) -> np.ndarray:
+        ...
+
+
+class NoUserPreference(UserPreference):
+    def adjust(self, user_id, org_id, models):
+        return np.zeros(len(models))
+
+
+class StaticUserPreference(UserPreference):
+    """Adjustments from a table ``{"user:<id>": {model: delta}, "org:<id>": {...}}``."""
+
+    def __init__(self, table: Mapping[str, Mapping[str, float]] | None = None, max_boost: float = 0.2):
+        self.table = {k: dict(v) for k, v in (table or {}).items()}
+        self.max_boost = max_boost
+
+    def adjust(self, user_id, org_id, models):
+        out = np.zeros(len(models))
+        for key in (f"org:{org_id}" if org_id else None, f"user:{user_id}" if user_id else None):
+            row = self.table.get(key) if key else None
+            if row:
+                out += np.array([row.get(m, 0.0) for m in models])
+        return np.clip(out, -self.max_boost, self.max_boost)
+
+
+def catalog_prior(catalog: Catalog, models: Sequence[str], task: str | None,
+                  default: float = 0.7) -> np.ndarray:
+    """Quality prior in [0, 1] from the cards' capability scores for `task`
+    (the mean over tasks when the task is unknown)."""
+    out = np.empty(len(models))
+    for i, m in enumerate(models):
+        caps = catalog.cards[m].capabilities
+        if task and task in caps:
+            out[i] = caps[task] / 100.0
+        else:
+            vals = [caps[t] for t in TASKS if t in caps]
+            out[i] = (sum(vals) / len(vals) / 100.0) if vals else default
+    return out
