@@ -123,11 +123,16 @@ class Catalog:
     def try_resolve(self, name: str) -> str | None:
         return self._by_name.get(_norm(name))
 
-    def match(self, patterns: Iterable[str], *, strict: bool = True) -> list[str]:
+    def match(self, patterns: Iterable[str], *, strict: bool = True, offered_wildcards: bool = False) -> list[str]:
         """Ids matched by ids, aliases or wildcards (``anthropic/*``, ``gpt-4o*``), in catalog order.
 
-        With ``strict``, a pattern that matches nothing is an error."""
+        With ``strict``, a pattern that matches nothing is an error. With
+        ``offered_wildcards``, wildcards expand over the offered models only
+        (when the catalog offers any): ``anthropic/*`` in a pool means the
+        product's Claude models, not every benchmark model; ids and aliases
+        still reach any model."""
         chosen: set[str] = set()
+        scope = set(self.offered) if offered_wildcards and self.offered else set(self.cards)
         for pattern in patterns:
             pat = _norm(pattern)
             if not any(ch in pat for ch in "*?["):
@@ -139,7 +144,8 @@ class Catalog:
                     continue
                 chosen.add(model_id)
                 continue
-            hits = {self._by_name[n] for n in self._by_name if fnmatch.fnmatchcase(n, pat)}
+            hits = {self._by_name[n] for n in self._by_name
+                    if fnmatch.fnmatchcase(n, pat) and self._by_name[n] in scope}
             if not hits and strict:
                 raise RoutingError(f"model pattern {pattern!r} matches no model in the catalog", code="unknown_model")
             chosen |= hits

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from autoroute.types import Area, Request, RoutingError, Space
+from autoroute.types import Request, RoutingError
 
 EXIT_BAD_INPUT = 2
 
@@ -45,14 +45,15 @@ def _load_router(args):
 
 
 def _single_request(args) -> Request:
-    kwargs: dict = {"mode": args.mode, "cost_quality": args.cost_quality, "user_id": args.user}
+    body: dict = {"messages": [{"role": "user", "content": args.prompt}], "mode": args.mode,
+                  "cost_quality": args.cost_quality, "user_id": args.user}
     if args.space:
-        kwargs["space"] = Space(type=args.space)
+        body["space"] = {"type": args.space}
     if args.lock:
-        kwargs["area"] = Area(model_lock=args.lock)
+        body["area"] = {"model_lock": args.lock}
     if args.candidates:
-        kwargs["candidates"] = [c.strip() for c in args.candidates.split(",")]
-    return Request.from_prompt(args.prompt, **kwargs)
+        body["candidates"] = [c.strip() for c in args.candidates.split(",")]
+    return Request.model_validate(body)
 
 
 def _read_jsonl(path: Path) -> list[Request]:

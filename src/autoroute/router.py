@@ -14,7 +14,7 @@ import numpy as np
 from autoroute.catalog import Catalog
 from autoroute.scoring import LearnedScorer, NoUserPreference, Scores, UserPreference, catalog_prior
 from autoroute.signals import Signals, extract
-from autoroute.types import TASKS, Alternative, Decision, Request, RoutingError
+from autoroute.types import TASK_LABELS, TASKS, Alternative, Decision, Request, RoutingError
 
 TIER_NAMES = {1: "context rules", 2: "fast signals", 3: "learned", 4: "user preference"}
 
@@ -28,6 +28,13 @@ class RouterSettings:
     max_alternatives: int = 5
     max_prompt_chars: int = 2_000_000
     user_preference_weight: float = 1.0
+
+    def __post_init__(self):
+        if self.unknown_price not in ("pessimistic", "exclude"):
+            raise ValueError(f"router.settings.unknown_price must be 'pessimistic' or 'exclude', "
+                             f"not {self.unknown_price!r}")
+        if not 0.0 <= self.classifier_min_confidence <= 1.0:
+            raise ValueError("router.settings.classifier_min_confidence must be in [0, 1]")
 
 
 @dataclass
@@ -127,7 +134,7 @@ class Router:
             lock = cat.resolve(request.area.model_lock)
             pool = [lock]
         elif request.candidates is not None:
-            pool = cat.match(request.candidates)
+            pool = cat.match(request.candidates, offered_wildcards=True)
         else:
             pool = cat.offered
         if request.policy and request.policy.approved_models is not None:
@@ -158,6 +165,9 @@ class Router:
             else:
                 kept.append(m)
         pool = kept
+        if self.settings.unknown_price == "exclude" and not lock:
+            dropped += [f"{m}: price unknown" for m in pool if not cat.cards[m].price.known]
+            pool = [m for m in pool if cat.cards[m].price.known]
         if request.budget is not None:
             out_tokens = self._output_tokens(request, None)
             kept = []
@@ -224,22 +234,23 @@ class Router:
         learned_probs = None
         if scores is not None and row is not None and scores.task_probs is not None:
             learned_probs = scores.task_probs[row]
+        prefer = list(plan.prefer) if tier <= 2 else []
         if tier >= 3:
             if learned_probs is not None:
                 k = int(np.argmax(learned_probs))
                 task, confidence = TASKS[k], float(learned_probs[k])
                 if confidence < s.classifier_min_confidence:
                     space = request.space.type if request.space else "general"
-                    fallback = ((self.rules.get("spaces") or {}).get(space) or {})
-                    why = (f"low classifier confidence ({confidence:.2f} for {task}); "
-                           f"using the {space} Space default")
-                    plan.prefer = plan.prefer + list(fallback.get("prefer") or [])
-                    task = fallback.get("task") or task
+                    fallback = (self.rules.get("spaces") or {}).get(space) or {}
+                    why = (f"classifier unsure ({confidence:.2f} for {TASK_LABELS[task]}), "
+                           f"so the {space} Space default")
+                    prefer = list(plan.prefer) + list(fallback.get("prefer") or [])
+                    task = fallback.get("task")
                 else:
-                    why = f"classified as {task.replace('_', ' ')}"
+                    why = f"classified as {TASK_LABELS[task]}"
             else:
                 task, confidence = self._hinted_task(sig)
-                why = (f"signals suggest {task.replace('_', ' ')}" if task else "no task signal")
+                why = (f"signals suggest {TASK_LABELS[task]}" if task else "no task signal")
         quality = catalog_prior(cat, pool, task)
         if scores is not None and row is not None and scores.quality is not None:
             idx = {m: j for j, m in enumerate(scores.models)}
@@ -253,8 +264,8 @@ class Router:
         final = utility + adjust
         order = list(np.argsort(-final, kind="stable"))
         chosen = None
-        if plan.prefer and tier <= 2:
-            for m in plan.prefer:
+        if prefer:
+            for m in prefer:
                 mid = cat.try_resolve(m)
                 if mid in pool:
                     chosen = pool.index(mid)
@@ -265,13 +276,13 @@ class Router:
                 tier, why = 4, why + "; adjusted to your usage"
         model = pool[chosen]
         card = cat.cards[model]
-        reason = f"{card.display_name}, auto-selected for {task.replace('_', ' ')}" if task else \
-            f"{card.display_name}, auto-selected"
+        reason = (f"{card.display_name}, auto-selected for {TASK_LABELS.get(task, task)}" if task
+                  else f"{card.display_name}, auto-selected")
         if why:
             reason += f" ({why})"
-        if plan.tier <= 2 and plan.prefer and cat.try_resolve(plan.prefer[0]) != model and tier <= 2:
-            reason += f"; {cat.cards[cat.resolve(plan.prefer[0])].display_name} was not available" \
-                if plan.prefer[0] in cat else ""
+        first = cat.try_resolve(prefer[0]) if prefer else None
+        if first is not None and first != model:
+            reason += f"; {cat.cards[first].display_name} is not available for this request"
         if costs[chosen] is None:
             reason += "; its price is unknown, so no cost estimate"
         ranked = [chosen] + [j for j in order if j != chosen]

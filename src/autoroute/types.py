@@ -14,6 +14,11 @@ TaskType = Literal[
     "coding", "code_review", "debugging", "analysis", "creative_writing", "simple_qa",
     "research", "math", "translation", "summarization", "planning",
 ]
+TASK_LABELS: dict[str, str] = {
+    "coding": "coding", "code_review": "code review", "debugging": "debugging", "analysis": "analysis",
+    "creative_writing": "creative writing", "simple_qa": "quick questions", "research": "research",
+    "math": "math", "translation": "translation", "summarization": "summarization", "planning": "planning",
+}
 SpaceType = Literal["coding", "writing", "research", "general"]
 
 

@@ -1,0 +1,40 @@
+# autoroute: `make help` lists the targets.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help install train data test test-slow bench-rules lint clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP) ## create .venv/ and install the project with its dev extras
+
+data: $(STAMP) ## build the datasets from ../shared/data (DVC stages raw -> interim -> processed)
+	$(VENV)/bin/dvc repro
+
+train: data ## the main job: build the data, train, evaluate, register the champion (local MLflow store)
+	$(PY) -m training.run
+
+test: $(STAMP) ## run the test suite (slow tests excluded)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP) ## run only the slow tests (full-size runs, accelerate launch)
+	$(PY) -m pytest -q -m slow
+
+bench-rules: $(STAMP) ## Tier 1+2 decision latency in process (p50/p99)
+	$(PY) -m autoroute.bench_rules
+
+clean: ## remove caches and local run outputs (keeps .venv and data)
+	rm -rf .pytest_cache .hypothesis outputs multirun
