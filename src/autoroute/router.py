@@ -23,7 +23,7 @@ TIER_NAMES = {1: "context rules", 2: "fast signals", 3: "learned", 4: "user pref
 class RouterSettings:
     """Selection settings (config group `router`)."""
     classifier_min_confidence: float = 0.5
-    cost_weight_max: float = 0.3          # lambda at cost_quality = 0
+    cost_weight: float = 0.15             # lambda at cost_quality = 0.5 (0 -> infinite, 1 -> 0)
     unknown_price: str = "pessimistic"    # pessimistic: cost of the priciest known model | exclude
     max_alternatives: int = 5
     max_prompt_chars: int = 2_000_000
@@ -98,7 +98,7 @@ class Router:
         """Decide a batch; the learned scorer runs once over the prompts that need it."""
         t0 = time.perf_counter()
         staged = [self._prepare(r) for r in requests]
-        need = [i for i, st in enumerate(staged) if st[2].tier >= 3 or self._needs_quality(st)]
+        need = [i for i, st in enumerate(staged) if self._needs_scores(st)]
         scores: Scores | None = None
         if self.scorer is not None and need:
             scores = self.scorer.score([requests[i].last_user_text for i in need])
@@ -108,8 +108,15 @@ class Router:
             out.append(self._select(req, sig, plan, pool, scores, row_of.get(i), t0))
         return out
 
-    def _needs_quality(self, staged) -> bool:
-        return self.scorer is not None and bool(self.scorer.models)
+    def _needs_scores(self, staged) -> bool:
+        """The learned scorer runs when no rule decided, or when a rule's
+        preferred models are all outside the pool and quality must choose."""
+        if self.scorer is None:
+            return False
+        _, _, plan, pool = staged
+        if plan.tier >= 3:
+            return True
+        return not any(self.catalog.try_resolve(m) in pool for m in plan.prefer)
 
     def _prepare(self, request: Request):
         r = self.rules
@@ -305,7 +312,11 @@ class Router:
         return task, w / total * 0.6
 
     def _cost_penalty(self, costs: list[float | None], knob: float) -> np.ndarray:
-        """lambda(knob) * relative log-cost in [0, 1]; unknown prices by policy."""
+        """lambda(knob) * relative log-cost in [0, 1]; unknown prices by policy.
+
+        lambda = cost_weight * (1 - knob) / knob: knob 0 picks the cheapest
+        model, knob 1 the best predicted quality, 0.5 weighs one unit of
+        relative log-cost as `cost_weight` units of quality."""
         known = [c for c in costs if c is not None]
         if not known:
             return np.zeros(len(costs))
@@ -314,6 +325,6 @@ class Router:
             costs = [hi if c is None else c for c in costs]
         lo = max(min(c for c in costs if c is not None), 1e-9)
         span = math.log1p(hi / lo)
-        lam = self.settings.cost_weight_max * (1.0 - knob)
+        lam = self.settings.cost_weight * (1.0 - knob) / max(knob, 1e-6)
         return np.array([lam * (math.log1p((c if c is not None else hi) / lo) / span if span > 0 else 0.0)
                          for c in costs])

@@ -1,0 +1,98 @@
+"""How the router uses the learned tiers through the LearnedScorer interface,
+and Tier 4 fit from feedback rows."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from autoroute.config import build_router, load_config
+from autoroute.scoring import LearnedScorer, Scores, StaticUserPreference
+from autoroute.types import TASKS, Request, Space
+from autoroute.user_preference import fit_user_preference
+
+
+class TableScorer(LearnedScorer):
+    """Scores looked up from fixed tables keyed by prompt (an interface double)."""
+
+    def __init__(self, probs: dict[str, dict[str, float]], quality: dict[str, dict[str, float]], models):
+        self.probs, self.quality, self.models = probs, quality, tuple(models)
+        self.calls = 0
+
+    def score(self, texts):
+        self.calls += 1
+        p = np.array([[self.probs[t].get(k, 0.0) for k in TASKS] for t in texts])
+        q = np.array([[self.quality.get(t, {}).get(m, 0.5) for m in self.models] for t in texts])
+        return Scores(task_probs=p, quality=q, models=self.models)
+
+
+SURE = "Give me a recipe for onion soup with gruyere"
+UNSURE = "Thoughts on the thing we discussed"
+MMLU = "Which of the following best describes the role of mitochondria in eukaryotic cells"
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config()
+
+
+@pytest.fixture
+def scorer():
+    return TableScorer(
+        probs={SURE: {"creative_writing": 0.9, "simple_qa": 0.1}, UNSURE: {"analysis": 0.3, "research": 0.25},
+               MMLU: {"simple_qa": 0.8}},
+        quality={MMLU: {"gpt-4-1106-preview": 0.95, "mixtral-8x7b-instruct": 0.2}},
+        models=["gpt-4-1106-preview", "mixtral-8x7b-instruct"])
+
+
+def test_confident_classifier_decides_the_task(cfg, scorer):
+    d = build_router(cfg, scorer=scorer).route(Request.from_prompt(SURE))
+    assert d.tier == 3 and d.task == "creative_writing" and d.confidence == pytest.approx(0.9)
+    assert "classified as creative writing" in d.reason
+
+
+def test_low_confidence_falls_back_to_the_space_default_and_says_so(cfg, scorer):
+    router = build_router(cfg, scorer=scorer)
+    d = router.route(Request.from_prompt(UNSURE))
+    assert d.selected_model == "claude-sonnet-4" and "classifier unsure" in d.reason and "general Space" in d.reason
+    d = router.route(Request.from_prompt(UNSURE, space=Space(type="general", preferred_models=["gpt-4o"])))
+    assert d.selected_model == "gpt-4o"
+
+
+def test_learned_quality_replaces_the_prior_for_known_models(cfg, scorer):
+    router = build_router(cfg, scorer=scorer)
+    req = Request.from_prompt(MMLU, candidates=["gpt-4-1106-preview", "mixtral-8x7b-instruct"], cost_quality=0.9)
+    d = router.route(req)
+    assert d.scores == {"gpt-4-1106-preview": 0.95, "mixtral-8x7b-instruct": 0.2}
+    assert d.selected_model == "gpt-4-1106-preview"
+    d = router.route(req.model_copy(update={"cost_quality": 0.0}))
+    assert d.selected_model == "mixtral-8x7b-instruct"
+
+
+def test_batch_runs_the_scorer_once_and_skips_rule_decisions(cfg, scorer):
+    router = build_router(cfg, scorer=scorer)
+    ds = router.route_batch([Request.from_prompt(SURE), Request.from_prompt(MMLU), Request.from_prompt("hello")])
+    assert scorer.calls == 1 and [d.tier for d in ds] == [3, 3, 2]
+
+
+def test_tier4_user_preference_changes_the_pick(cfg, scorer):
+    pref = StaticUserPreference({"user:ada": {"gpt-4o": 0.2}})
+    router = build_router(cfg, scorer=scorer, user_preference=pref)
+    base = router.route(Request.from_prompt(SURE))
+    d = router.route(Request.from_prompt(SURE, user_id="ada"))
+    assert base.selected_model != "gpt-4o"
+    assert d.selected_model == "gpt-4o" and d.tier == 4 and "your usage" in d.reason
+
+
+def test_fit_user_preference_from_feedback():
+    rows = [dict(decision_id=f"d{i}", prompt="p", routed_model="claude-haiku-4.5", chosen_model="gpt-4o",
+                 event="override", rating=None, user_id="ada", org_id="acme", ts=i) for i in range(4)]
+    rows += [dict(decision_id="d9", prompt="p", routed_model="deepseek-v3", chosen_model=None, event="regenerate",
+                  rating=None, user_id="bob", org_id="acme", ts=9)]
+    rows += [dict(decision_id="d10", prompt="p", routed_model="deepseek-v3", chosen_model=None, event="rating",
+                  rating=1, user_id="bob", org_id="acme", ts=10)]
+    pref = fit_user_preference(pd.DataFrame(rows))
+    ada = dict(zip(["gpt-4o", "claude-haiku-4.5"], pref.adjust("ada", None, ["gpt-4o", "claude-haiku-4.5"])))
+    assert ada["gpt-4o"] > 0.1 and ada["claude-haiku-4.5"] < 0
+    assert pref.adjust("bob", None, ["deepseek-v3"])[0] == 0  # 2 events: below min_events
+    org = pref.adjust("carol", "acme", ["gpt-4o", "deepseek-v3"])
+    assert org[0] > 0 and org[1] < 0  # the org default applies to a new user of the org
+    assert np.all(pref.adjust("zed", "other", ["gpt-4o"]) == 0)
