@@ -1,0 +1,143 @@
+"""The decision and feedback log the service writes (SQLite, ``paths.feedback_db``)
+and its conversion into training data.
+
+The serving side creates the tables with `FEEDBACK_DDL` and `DECISIONS_DDL`
+and appends one `feedback` row per user event:
+
+- ``override``: the user switched from the routed model to ``chosen_model``;
+- ``regenerate``: the user asked for another answer (``chosen_model`` is the
+  model used for the new answer, the routed one when the same model retried);
+- ``rating``: the user rated the answer of ``chosen_model`` (``rating`` in 1..5).
+
+`feedback_to_comparisons` turns overrides (and regenerations to another model)
+into pairwise comparisons (the chosen model beats the routed one); `user_stats`
+aggregates per user and per organisation.
+"""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+
+from autoroute.catalog import Catalog
+
+EVENTS = ("override", "regenerate", "rating")
+
+FEEDBACK_DDL = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    decision_id   TEXT NOT NULL,
+    prompt        TEXT NOT NULL,
+    routed_model  TEXT NOT NULL,
+    chosen_model  TEXT NOT NULL,
+    event         TEXT NOT NULL CHECK (event IN ('override', 'regenerate', 'rating')),
+    rating        REAL CHECK (rating IS NULL OR (rating >= 1 AND rating <= 5)),
+    user_id       TEXT,
+    org_id        TEXT,
+    ts            TEXT NOT NULL          -- ISO 8601 UTC
+);
+CREATE INDEX IF NOT EXISTS feedback_user ON feedback (user_id);
+CREATE INDEX IF NOT EXISTS feedback_decision ON feedback (decision_id);
+"""
+
+DECISIONS_DDL = """
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id    TEXT PRIMARY KEY,
+    ts             TEXT NOT NULL,        -- ISO 8601 UTC
+    user_id        TEXT,
+    org_id         TEXT,
+    prompt         TEXT NOT NULL,
+    selected_model TEXT NOT NULL,
+    task           TEXT,
+    tier           INTEGER,
+    payload        TEXT                  -- the full Decision as JSON
+);
+"""
+
+FEEDBACK_COLUMNS = ["decision_id", "prompt", "routed_model", "chosen_model", "event", "rating", "user_id", "org_id",
+                    "ts"]
+COMPARISON_COLUMNS = ["prompt_id", "prompt", "model_a", "model_b", "winner", "preference", "source", "split",
+                      "decision_id", "event", "user_id", "org_id", "ts"]
+STATS_COLUMNS = ["scope", "key", "model", "decisions", "overrides_to", "overrides_from", "override_rate",
+                 "regenerations", "ratings", "mean_rating"]
+
+
+def create_tables(conn: sqlite3.Connection) -> None:
+    conn.executescript(FEEDBACK_DDL + DECISIONS_DDL)
+
+
+def read_feedback(db: Path) -> pd.DataFrame:
+    """The feedback table; an empty frame with the schema when the log does not exist."""
+    if not Path(db).exists():
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "rating" else "object") for c in FEEDBACK_COLUMNS})
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return pd.read_sql_query(f"SELECT {', '.join(FEEDBACK_COLUMNS)} FROM feedback ORDER BY ts, id", conn)
+
+
+def validate_feedback(df: pd.DataFrame, catalog: Catalog | None = None) -> pd.DataFrame:
+    """Rows with a bad event, empty prompt or unknown model raise: the log is written by our service."""
+    missing = [c for c in FEEDBACK_COLUMNS if c not in df]
+    if missing:
+        raise ValueError(f"feedback log: columns {missing} missing")
+    bad = ~df["event"].isin(EVENTS) | df["prompt"].fillna("").str.strip().eq("")
+    if bad.any():
+        first = df[bad].index[0]
+        raise ValueError(f"feedback log: {int(bad.sum())} malformed rows (first: row {first}, event "
+                         f"{df.loc[first, 'event']!r})")
+    if catalog is not None:
+        for col in ("routed_model", "chosen_model"):
+            unknown = sorted({m for m in df[col].dropna() if catalog.try_resolve(m) is None})
+            if unknown:
+                raise ValueError(f"feedback log: unknown models in {col}: {unknown}")
+            df = df.assign(**{col: df[col].map(lambda m: catalog.resolve(m) if isinstance(m, str) else m)})
+    return df
+
+
+def feedback_to_comparisons(df: pd.DataFrame) -> pd.DataFrame:
+    """An override (or a regeneration with another model): the chosen model beats the routed one.
+
+    model_a is the chosen model, so ``winner='model_a'`` and ``preference=1.0``."""
+    from autoroute.data.dedup import prompt_id
+
+    moved = df[df["event"].isin(["override", "regenerate"]) & (df["chosen_model"] != df["routed_model"])]
+    out = pd.DataFrame({
+        "prompt_id": moved["prompt"].map(prompt_id), "prompt": moved["prompt"],
+        "model_a": moved["chosen_model"], "model_b": moved["routed_model"],
+        "winner": "model_a", "preference": 1.0, "source": "feedback_" + moved["event"], "split": "train",
+        "decision_id": moved["decision_id"], "event": moved["event"], "user_id": moved["user_id"],
+        "org_id": moved["org_id"], "ts": moved["ts"]})
+    if out.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "preference" else "object")
+                             for c in COMPARISON_COLUMNS})
+    return out[COMPARISON_COLUMNS].reset_index(drop=True)
+
+
+def user_stats(df: pd.DataFrame) -> pd.DataFrame:
+    """Per user and per org, per model: overrides to / from it, override rate, regenerations, mean rating.
+
+    `decisions` counts distinct decisions of the key that routed to the model (seen in the log);
+    `override_rate` = overrides away from the model / those decisions."""
+    rows = []
+    for scope, col in (("user", "user_id"), ("org", "org_id")):
+        for key, part in df[df[col].notna()].groupby(col, sort=True):
+            models = sorted(set(part["routed_model"]) | set(part["chosen_model"]))
+            for model in models:
+                routed = part[part["routed_model"] == model]
+                over = part["event"] == "override"
+                ratings = part[(part["event"] == "rating") & (part["chosen_model"] == model)]["rating"].dropna()
+                decisions = routed["decision_id"].nunique()
+                from_ = int((over & (part["routed_model"] == model) & (part["chosen_model"] != model)).sum())
+                rows.append({
+                    "scope": scope, "key": str(key), "model": model, "decisions": int(decisions),
+                    "overrides_to": int((over & (part["chosen_model"] == model) & (part["routed_model"] != model)).sum()),
+                    "overrides_from": from_,
+                    "override_rate": from_ / decisions if decisions else 0.0,
+                    "regenerations": int(((part["event"] == "regenerate") & (part["routed_model"] == model)).sum()),
+                    "ratings": int(len(ratings)),
+                    "mean_rating": float(ratings.mean()) if len(ratings) else float("nan"),
+                })
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype="object" if c in ("scope", "key", "model") else "float64")
+                             for c in STATS_COLUMNS})
+    return pd.DataFrame(rows, columns=STATS_COLUMNS)

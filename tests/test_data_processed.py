@@ -1,0 +1,60 @@
+"""Checks on the real processed data of `dvc repro` (skipped when it has not been built)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from autoroute.catalog import Catalog
+from autoroute.config import load_config
+from autoroute.data.dedup import normalize_text
+from autoroute.types import TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+PROCESSED = ROOT / "data" / "processed"
+pytestmark = pytest.mark.skipif(not (PROCESSED / "manifest.json").exists(), reason="run `dvc repro` first")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return {"prompts": {s: pd.read_parquet(PROCESSED / "prompts" / f"{s}.parquet")
+                        for s in ("train", "validation", "test")},
+            "comparisons": pd.read_parquet(PROCESSED / "comparisons.parquet", columns=["prompt", "model_a", "model_b",
+                                                                                        "split", "preference"]),
+            "outcomes": pd.read_parquet(PROCESSED / "outcomes.parquet", columns=["prompt", "model", "split", "fold",
+                                                                                  "score"]),
+            "manifest": json.loads((PROCESSED / "manifest.json").read_text())}
+
+
+def test_no_prompt_in_training_and_evaluation(data):
+    p, c, o = data["prompts"], data["comparisons"], data["outcomes"]
+    train = set(pd.concat([p["train"]["prompt"], c.loc[c["split"] == "train", "prompt"],
+                           o.loc[o["split"] == "train", "prompt"]]).drop_duplicates().map(normalize_text))
+    ev = set(pd.concat([p["validation"]["prompt"], p["test"]["prompt"], c.loc[c["split"] == "test", "prompt"],
+                        o.loc[o["split"] != "train", "prompt"]]).drop_duplicates().map(normalize_text))
+    assert not train & ev
+
+
+def test_models_resolve_and_values_in_range(data):
+    catalog = Catalog.from_config(load_config().catalog)
+    c, o = data["comparisons"], data["outcomes"]
+    for name in set(c["model_a"]) | set(c["model_b"]) | set(o["model"]):
+        assert catalog.try_resolve(name) == name
+    assert c["preference"].between(0, 1).all() and o["score"].between(0, 1).all()
+    assert o.loc[o["split"] == "eval", "fold"].between(0, 4).all()
+
+
+def test_every_task_in_classifier_test(data):
+    assert set(data["prompts"]["test"]["task"]) == set(TASKS)
+
+
+def test_card_counts_match_manifest(data):
+    card = (ROOT / "data" / "README.md").read_text()
+    for kind, splits in data["manifest"]["outputs"].items():
+        for split, info in splits.items():
+            assert re.search(rf"\| {kind} \| {split} \| {info['rows']} \|", card), (kind, split)
+    for split in ("train", "validation", "test"):
+        assert len(data["prompts"][split]) == data["manifest"]["outputs"]["prompts"][split]["rows"]
