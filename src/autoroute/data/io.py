@@ -15,10 +15,7 @@ from autoroute.config import load_config
 def stage_config(argv: Sequence[str] | None = None) -> DictConfig:
     """The composed config with ``key=value`` overrides from the command line."""
     overrides = list(sys.argv[1:] if argv is None else argv)
-    cfg = load_config(overrides)
-    if "data" not in cfg:   # the top config may not select the data group yet
-        cfg = load_config([*overrides, "+data=default"])
-    return cfg
+    return load_config(overrides)
 
 
 def data_params(cfg: DictConfig) -> dict[str, Any]:
