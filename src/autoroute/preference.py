@@ -64,8 +64,8 @@ class PreferenceConfig:
     hidden: int = 256  # hidden units of the projection MLP; 0 = linear projection
     dropout: float = 0.1
     lr: float = 3e-3
-    epochs: int = 20
-    batch_size: int = 1024
+    epochs: int = 8
+    batch_size: int = 4096  # rows (outcomes + pairs) per step, batched by prompt
     weight_decay: float = 1e-4  # AdamW weight decay on the projection
     w_outcome: float = 1.0  # BCE on per-prompt outcomes
     w_outcome_pairs: float = 0.5  # BT on pairs derived from outcomes with different scores
@@ -165,9 +165,14 @@ class PreferenceModel:
         mids = list(dict.fromkeys(model_ids))
         col = {m: i for i, m in enumerate(mids)}
         self._st = _State(model_ids=mids, priors=dict(priors or {}), d_in=x_np.shape[1])
-        if cfg.standardize:
-            self._st.feat_mean = x_np.mean(0)
-            self._st.feat_std = x_np.std(0) + 1e-6
+        if cfg.standardize:  # statistics of the prompts that carry training signal only
+            used = set()
+            for df, cols in ((comparisons, ("prompt_idx",)), (outcomes, ("prompt_idx",))):
+                if df is not None and len(df):
+                    used.update(np.unique(df[cols[0]].to_numpy(np.int64)).tolist())
+            rows = x_np[np.array(sorted(used), dtype=np.int64)] if used else x_np
+            self._st.feat_mean = rows.mean(0)
+            self._st.feat_std = rows.std(0) + 1e-6
         x = self._features(x_np)
 
         # ---- outcomes
@@ -218,34 +223,55 @@ class PreferenceModel:
                                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
         steps = max(1, math.ceil(n_obs / cfg.batch_size))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs, pct_start=0.1)
-        t = lambda a: torch.from_numpy(a)  # noqa: E731
-        o_p_t, o_m_t, o_y_t, o_w_t = t(o_p), t(o_m), t(o_y), t(o_w)
-        c_p_t, c_a_t, c_b_t, c_y_t, c_w_t = t(c_p), t(c_a), t(c_b), t(c_y), t(c_w)
-        q_p_t, q_a_t, q_b_t, q_y_t = t(q_p), t(q_a), t(q_b), t(q_y)
+        # Batches are built over *prompts* (each prompt's projection is computed once per
+        # epoch, with all of its rows), which is ~10x cheaper than batching over rows.
+        used = np.unique(np.concatenate([o_p, c_p, q_p]))
+        x_used = x[torch.from_numpy(used)]
+        loc = lambda a: np.searchsorted(used, a)  # noqa: E731  global prompt idx -> row of x_used
+        t = lambda a: torch.from_numpy(np.array(a))  # noqa: E731  (copy: inputs may be read-only)
+        sets = {  # name -> (local prompt, tensors...)
+            "o": (loc(o_p), t(o_m), t(o_y), t(o_w)),
+            "c": (loc(c_p), t(c_a), t(c_b), t(c_y), t(c_w)),
+            "q": (loc(q_p), t(q_a), t(q_b), t(q_y)),
+        }
+        n_p = len(used)
+        per_step = max(1, math.ceil(n_p / steps))
         bce = nn.functional.binary_cross_entropy_with_logits
         net.train()
         for _ in range(cfg.epochs):
-            chunks_o = np.array_split(rng.permutation(len(o_p)), steps)
-            chunks_c = np.array_split(rng.permutation(len(c_p)), steps)
-            chunks_q = np.array_split(rng.permutation(len(q_p)), steps)
-            for s in range(steps):
-                io, ic, iq = (torch.from_numpy(ch[s]) for ch in (chunks_o, chunks_c, chunks_q))
-                prompts = torch.cat([o_p_t[io], c_p_t[ic], q_p_t[iq]])
-                uniq, inv = torch.unique(prompts, return_inverse=True)
-                scores = net(x[uniq])
+            perm = rng.permutation(n_p)
+            pos = np.empty(n_p, np.int64)
+            pos[perm] = np.arange(n_p)
+            split = {}
+            for k, (lp, *_rest) in sets.items():
+                bid = pos[lp] // per_step
+                order = np.argsort(bid, kind="stable")
+                bounds = np.searchsorted(bid[order], np.arange(steps + 1))
+                split[k] = (order, bounds)
+            for s_ in range(steps):
+                batch_prompts = perm[s_ * per_step:(s_ + 1) * per_step]
+                if len(batch_prompts) == 0:
+                    continue
+                scores = net(x_used[torch.from_numpy(batch_prompts)])
+                rows = {}
+                for k in sets:
+                    order, bounds = split[k]
+                    idx = order[bounds[s_]:bounds[s_ + 1]]
+                    rows[k] = (torch.from_numpy(idx), torch.from_numpy(pos[sets[k][0][idx]] - s_ * per_step))
                 loss = torch.zeros(())
-                k0, k1 = len(io), len(io) + len(ic)
+                (io, ro), (ic, rc), (iq, rq) = rows["o"], rows["c"], rows["q"]
+                _, om, oy, ow = sets["o"]
+                _, ca, cb, cy, cw = sets["c"]
+                _, qa, qb, qy = sets["q"]
                 if len(io) and cfg.w_outcome > 0:
-                    z = scores[inv[:k0], o_m_t[io]]
-                    loss = loss + cfg.w_outcome * (bce(z, o_y_t[io], reduction="none") * o_w_t[io]).sum() / n_obs
+                    z = scores[ro, om[io]]
+                    loss = loss + cfg.w_outcome * (bce(z, oy[io], reduction="none") * ow[io]).sum() / n_obs
                 if len(ic) and cfg.w_pair > 0:
-                    r = inv[k0:k1]
-                    z = net.log_alpha.exp() * (scores[r, c_a_t[ic]] - scores[r, c_b_t[ic]])
-                    loss = loss + cfg.w_pair * (bce(z, c_y_t[ic], reduction="none") * c_w_t[ic]).sum() / n_obs
+                    z = net.log_alpha.exp() * (scores[rc, ca[ic]] - scores[rc, cb[ic]])
+                    loss = loss + cfg.w_pair * (bce(z, cy[ic], reduction="none") * cw[ic]).sum() / n_obs
                 if len(iq):
-                    r = inv[k1:]
-                    z = scores[r, q_a_t[iq]] - scores[r, q_b_t[iq]]
-                    loss = loss + cfg.w_outcome_pairs * bce(z, q_y_t[iq], reduction="sum") / n_obs
+                    z = scores[rq, qa[iq]] - scores[rq, qb[iq]]
+                    loss = loss + cfg.w_outcome_pairs * bce(z, qy[iq], reduction="sum") / n_obs
                 # MAP prior on the per-model parameters (weight = prior_strength pseudo-obs)
                 prior = ((net.model_bias - prior_logits) ** 2).sum() + (net.model_vec ** 2).sum()
                 loss = loss + cfg.prior_strength * prior / (n_obs * steps)

@@ -1,0 +1,105 @@
+"""Behavioural tests of autoroute.preference (tiny synthetic problems, a few seconds)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from autoroute.preference import PreferenceConfig, PreferenceModel, winner_to_target
+
+torch.set_num_threads(1)
+FAST = dict(dim=8, hidden=0, epochs=30, batch_size=256, lr=3e-2, dropout=0.0, prior_strength=1.0)
+
+
+def _two_topics(n=400, seed=0):
+    """Prompts of topic 0 (x[:,0] > 0): 'coder' wins; topic 1: 'writer' wins."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    topic = (x[:, 0] > 0).astype(int)
+    return x, topic
+
+
+def test_learns_clear_synthetic_preference_from_comparisons():
+    x, topic = _two_topics()
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(len(x)):
+        for _ in range(3):
+            better = "coder" if topic[i] == 1 else "writer"
+            a, b = ("coder", "writer") if rng.random() < 0.5 else ("writer", "coder")
+            winner = "model_a" if a == better else "model_b"
+            if rng.random() < 0.1:
+                winner = "tie"
+            rows.append((i, a, b, winner))
+    comp = pd.DataFrame(rows, columns=["prompt_idx", "model_a", "model_b", "winner"])
+    m = PreferenceModel(PreferenceConfig(**FAST)).fit(x, comp, None, ["coder", "writer"])
+    xt, tt = _two_topics(200, seed=5)
+    p = m.predict(xt, ["coder", "writer"])
+    acc = np.mean((p[:, 0] > p[:, 1]) == (tt == 1))
+    assert acc > 0.9
+    assert p.min() >= 0 and p.max() <= 1
+
+
+def test_learns_from_outcomes_and_soft_preferences():
+    x, topic = _two_topics(seed=2)
+    out = pd.DataFrame(
+        [(i, "strong", 1.0) for i in range(len(x))]
+        + [(i, "weak", float(topic[i] == 0)) for i in range(len(x))],
+        columns=["prompt_idx", "model", "score"],
+    )
+    soft = pd.DataFrame({"prompt_idx": np.arange(len(x)), "model_a": "weak", "model_b": "judge_fav",
+                         "preference": np.where(topic == 0, 0.8, 0.2)})
+    m = PreferenceModel(PreferenceConfig(**FAST)).fit(x, soft, out, ["strong", "weak", "judge_fav"])
+    p = m.predict(x, ["strong", "weak"])
+    gain = p[:, 0] - p[:, 1]
+    assert gain[topic == 1].mean() > gain[topic == 0].mean() + 0.3
+    assert np.mean(p[topic == 1, 1] < 0.5) > 0.9
+
+
+def test_ties_are_half_and_pure_ties_learn_no_preference():
+    assert winner_to_target("tie") == 0.5 and winner_to_target("tie_bothbad") == 0.5
+    assert winner_to_target("model_a") == 1.0 and winner_to_target("model_b") == 0.0
+    with pytest.raises(ValueError):
+        winner_to_target("draw")
+    x, _ = _two_topics(200, seed=3)
+    comp = pd.DataFrame({"prompt_idx": np.arange(200), "model_a": "a", "model_b": "b",
+                         "winner": np.where(np.arange(200) % 2 == 0, "tie", "tie_bothbad")})
+    m = PreferenceModel(PreferenceConfig(**FAST)).fit(x, comp, None, ["a", "b"])
+    z = m.predict_logits(x, ["a", "b"])
+    assert np.abs(z[:, 0] - z[:, 1]).max() < 0.3
+
+
+def test_bothbad_ties_can_lower_quality():
+    x, _ = _two_topics(200, seed=3)
+    comp = pd.DataFrame({"prompt_idx": np.arange(200), "model_a": "a", "model_b": "b", "winner": "tie_bothbad"})
+    cfg = PreferenceConfig(**{**FAST, "bothbad_outcome_weight": 1.0})
+    m = PreferenceModel(cfg).fit(x, comp, None, ["a", "b"])
+    assert m.predict(x, ["a", "b"]).mean() < 0.3
+
+
+def test_priors_for_unseen_and_rare_models():
+    x, topic = _two_topics(seed=4)
+    out = pd.DataFrame({"prompt_idx": np.arange(len(x)), "model": "seen", "score": np.ones(len(x))})
+    out = pd.concat([out, pd.DataFrame({"prompt_idx": [0, 1], "model": "rare", "score": [1.0, 1.0]})])
+    cfg = PreferenceConfig(**{**FAST, "prior_strength": 50.0})
+    m = PreferenceModel(cfg).fit(x, None, out, ["seen", "rare"], priors={"rare": 0.3, "unseen": 0.7})
+    p = m.predict(x, ["seen", "rare", "unseen"])
+    assert p[:, 0].mean() > 0.9
+    assert abs(p[:, 1].mean() - 0.3) < 0.15  # two observations barely move the prior
+    np.testing.assert_allclose(p[:, 2], 0.7, atol=1e-9)
+
+
+def test_save_load_roundtrip_and_determinism(tmp_path):
+    x, topic = _two_topics(seed=6)
+    out = pd.DataFrame({"prompt_idx": np.arange(len(x)), "model": "m1", "score": topic.astype(float)})
+    cfg = PreferenceConfig(**{**FAST, "hidden": 16, "dropout": 0.1})
+    m1 = PreferenceModel(cfg).fit(x, None, out, ["m1", "m2"], priors={"m2": 0.4})
+    m2 = PreferenceModel(cfg).fit(x, None, out, ["m1", "m2"], priors={"m2": 0.4})
+    np.testing.assert_array_equal(m1.predict(x, ["m1", "m2"]), m2.predict(x, ["m1", "m2"]))
+    path = tmp_path / "pref.pt"
+    m1.save(path)
+    m3 = PreferenceModel.load(path)
+    assert m3.config == cfg and m3.model_ids == ["m1", "m2"]
+    np.testing.assert_array_equal(m1.predict(x, ["m2", "m1", "new"]), m3.predict(x, ["m2", "m1", "new"]))
+    with pytest.raises(ValueError):
+        m3.predict(x[:, :3], ["m1"])
