@@ -38,3 +38,23 @@ bench-rules: $(STAMP) ## Tier 1+2 decision latency in process (p50/p99)
 
 clean: ## remove caches and local run outputs (keeps .venv and data)
 	rm -rf .pytest_cache .hypothesis outputs multirun
+
+# ---------------------------------------------------------------------------- serving
+# (serving) the BentoML service: serving/README.md
+SERVE_PORT ?= 3000
+BENTO_HOME ?= $(shell $(PY) -c "from autoroute.config import load_config; print(load_config([]).paths.bentoml_home)" 2>/dev/null || echo $$HOME/.autoroute/bentoml)
+
+.PHONY: serve bento schemathesis bench-serving
+
+serve: $(STAMP) ## run the HTTP service (champion from the BentoML store) on 127.0.0.1:$(SERVE_PORT)
+	BENTOML_HOME=$(BENTO_HOME) $(VENV)/bin/bentoml serve serving.service:AutoRoute --host 127.0.0.1 --port $(SERVE_PORT)
+
+bento: $(STAMP) ## build a Bento (service + champion + conf) with `bentoml build`
+	rm -rf dist && $(PY) -m pip wheel -q --no-deps -w dist .
+	BENTOML_HOME=$(BENTO_HOME) $(VENV)/bin/bentoml build -f serving/bentofile.yaml .
+
+schemathesis: $(STAMP) ## fuzz a live `bentoml serve` against its own OpenAPI schema (no 5xx, schema-valid responses)
+	$(PY) -m serving.fuzz --max-examples 100
+
+bench-serving: $(STAMP) ## throughput and latency of the real service over HTTP (60 s) and in process
+	BENTOML_HOME=$(BENTO_HOME) $(PY) -m serving.benchmark

@@ -1,0 +1,335 @@
+"""What the service runs on: the serving config, the champion router (or the
+rules-only router in degraded mode), a score cache in front of the learned
+tiers, live Tier 4 refits from the feedback log, and the micro-batcher that
+lets concurrent /route calls share one encoder pass."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from autoroute.scoring import LearnedScorer, NoUserPreference, Scores, StaticUserPreference, UserPreference
+
+log = logging.getLogger("autoroute.serving")
+OVERRIDES_ENV = "AUTOROUTE_SERVING_OVERRIDES"
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------ config
+def serving_overrides() -> list[str]:
+    """Overrides from AUTOROUTE_SERVING_OVERRIDES (a JSON list of strings)."""
+    raw = os.environ.get(OVERRIDES_ENV, "").strip()
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"{OVERRIDES_ENV} must be a JSON list of overrides: {err}") from err
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SystemExit(f"{OVERRIDES_ENV} must be a JSON list of strings")
+    return value
+
+
+def load_serving_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The project config with the `serving` group (added when config.yaml lacks it)."""
+    from autoroute.config import load_config
+
+    base = load_config([])
+    extra = [] if "serving" in base else ["+serving=default"]
+    return load_config([*extra, *overrides])
+
+
+def user_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides that concern the router (passed on to the bundle's config snapshot)."""
+    return [o for o in overrides if not o.lstrip("+~").startswith("serving")]
+
+
+# ------------------------------------------------------------------- cache
+class CachedScorer(LearnedScorer):
+    """An LRU cache (prompt text -> learned scores) in front of a scorer."""
+
+    def __init__(self, inner: LearnedScorer, size: int = 4096):
+        self.inner = inner
+        self.models = tuple(getattr(inner, "models", ()) or ())
+        self.size = size
+        self._cache: OrderedDict[str, tuple[np.ndarray | None, np.ndarray | None]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def score(self, texts: Sequence[str]) -> Scores:
+        rows: list[tuple | None] = []
+        missing: list[str] = []
+        with self._lock:
+            for t in texts:
+                hit = self._cache.get(t)
+                if hit is not None:
+                    self._cache.move_to_end(t)
+                    self.hits += 1
+                else:
+                    missing.append(t)
+                rows.append(hit)
+        if missing:
+            uniq = list(dict.fromkeys(missing))
+            fresh = self.inner.score(uniq)
+            self.models = tuple(fresh.models or self.models)
+            got = {t: (None if fresh.task_probs is None else fresh.task_probs[i],
+                       None if fresh.quality is None else fresh.quality[i]) for i, t in enumerate(uniq)}
+            with self._lock:
+                self.misses += len(uniq)
+                for t, v in got.items():
+                    self._cache[t] = v
+                while len(self._cache) > self.size:
+                    self._cache.popitem(last=False)
+            rows = [r if r is not None else got[t] for r, t in zip(rows, texts)]
+        probs = None if rows[0][0] is None else np.stack([r[0] for r in rows])
+        quality = None if rows[0][1] is None else np.stack([r[1] for r in rows])
+        return Scores(task_probs=probs, quality=quality, models=self.models)
+
+
+# ------------------------------------------------------------------ tier 4
+class LiveUserPreference(UserPreference):
+    """Tier 4 from the champion's fitted table plus live refits of the feedback
+    log; a live entry for a user or org replaces the champion's."""
+
+    def __init__(self, base: UserPreference | None, max_boost: float = 0.25):
+        self.base = base if base is not None else NoUserPreference()
+        self.live = StaticUserPreference({}, max_boost=max_boost)
+        self.max_boost = max_boost
+        self.refreshed_at = 0.0
+        self.events = 0
+
+    def swap(self, pref: StaticUserPreference, events: int) -> None:
+        self.live = pref
+        self.events = events
+        self.refreshed_at = time.time()
+
+    def adjust(self, user_id, org_id, models):
+        table = self.live.table
+        has_live = (user_id and f"user:{user_id}" in table) or (org_id and f"org:{org_id}" in table)
+        if has_live:
+            return self.live.adjust(user_id, org_id, models)
+        return self.base.adjust(user_id, org_id, models)
+
+
+class Tier4Refresher:
+    """Refits Tier 4 from the log every `period` seconds and soon after feedback."""
+
+    def __init__(self, store, pref: LiveUserPreference, settings, period: float):
+        self.store, self.pref, self.settings, self.period = store, pref, settings, max(period, 0.05)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="autoroute-tier4", daemon=True)
+        self.last_error: str | None = None
+
+    def start(self) -> "Tier4Refresher":
+        self.refresh()
+        self._thread.start()
+        return self
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def refresh(self) -> None:
+        from autoroute.user_preference import fit_user_preference
+        try:
+            frame = self.store.feedback_frame()
+            if len(frame) == self.pref.events and self.pref.refreshed_at:
+                return
+            self.pref.swap(fit_user_preference(frame, self.settings), len(frame))
+            self.last_error = None
+        except Exception as err:  # keep serving with the previous table
+            self.last_error = f"{type(err).__name__}: {err}"
+            log.exception("Tier 4 refresh failed")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.period)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+
+# ----------------------------------------------------------------- loading
+@dataclass
+class Champion:
+    router: Any
+    degraded: bool
+    model_tag: str | None
+    problem: str | None = None
+    runtime: str | None = None
+
+
+def load_champion(stored_model, cfg: DictConfig, overrides: Sequence[str],
+                  tag: str = "autoroute-router:latest") -> Champion:
+    """`stored_model` is the BentoML store entry for `tag` (or None when absent)."""
+    from autoroute.config import build_router
+
+    policy = str(cfg.serving.on_model_error)
+    if policy not in ("refuse", "degrade"):
+        raise ModelLoadError(f"serving.on_model_error must be refuse or degrade, not {policy!r}")
+    problem = None
+    if stored_model is None:
+        problem = (f"the champion {tag!r} is not in the BentoML model store "
+                   f"({os.environ.get('BENTOML_HOME', '~/bentoml')}); train and register one with "
+                   "`python -m training.run`")
+    else:
+        try:
+            from autoroute.bundle import load_router
+            onnx = str(cfg.serving.get("runtime", "torch")) == "onnx"
+            extra = ["bundle.quantize=false"] if onnx else []   # ONNX quantizes the fp32 encoder itself
+            router = load_router(stored_model.path, overrides=[*user_overrides(overrides), *extra])
+            note = "PyTorch encoder"
+            if onnx and router.scorer is not None:
+                from serving.onnx_scorer import accelerate, accelerate_knn
+                router.scorer, note = accelerate(router.scorer, cfg.serving.onnx.cache_dir, str(stored_model.tag),
+                                                 int(cfg.serving.onnx.threads))
+                router.scorer, knn_note = accelerate_knn(router.scorer)
+                note += f"; {knn_note}" if knn_note else ""
+            log.info("champion %s loaded: %s", stored_model.tag, note)
+            return Champion(router, bool(getattr(router, "degraded", False)), str(stored_model.tag), runtime=note)
+        except Exception as err:  # a broken bundle must not take the service down silently
+            problem = f"the champion {stored_model.tag} could not be loaded: {type(err).__name__}: {err}"
+    if policy == "refuse":
+        raise ModelLoadError(problem + "; refusing to start (set serving.on_model_error=degrade "
+                             "to serve rules only)")
+    log.warning("%s; serving rules only (degraded)", problem)
+    return Champion(build_router(cfg, degraded=True), True, None, problem)
+
+
+def check_bundle(stored_model, tag: str = "autoroute-router:latest") -> str | None:
+    """A cheap pre-flight check (no model weights loaded): the problem, or None."""
+    if stored_model is None:
+        return (f"the champion {tag!r} is not in the BentoML model store "
+                f"({os.environ.get('BENTOML_HOME', '~/bentoml')}); train and register one with "
+                "`python -m training.run`; refusing to start (set serving.on_model_error=degrade to serve "
+                "rules only)")
+    try:
+        from autoroute.bundle import read_manifest
+        read_manifest(stored_model.path)
+    except Exception as err:
+        return f"the champion {stored_model.tag} is not a readable bundle: {err}; refusing to start"
+    return None
+
+
+# ---------------------------------------------------------------- batching
+class MicroBatcher:
+    """Collects concurrent calls for up to `window_ms` (or `max_batch` items) and
+    runs them as one batch in a worker thread; one batch in flight at a time,
+    so the next one fills while the current one runs."""
+
+    def __init__(self, fn: Callable[[list], list], max_batch: int = 64, window_ms: float = 2.0):
+        self.fn = fn
+        self.max_batch = max(1, int(max_batch))
+        self.window = max(0.0, float(window_ms)) / 1000.0
+        self._pending: list[tuple[Any, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._running = False
+        self.batches = self.items = 0
+        self.cpu_s = 0.0
+
+    def _timed(self, items):
+        c0 = time.thread_time()
+        try:
+            return self.fn(items)
+        finally:
+            self.cpu_s += time.thread_time() - c0
+
+    def stats(self) -> dict[str, float]:
+        return {"batches": self.batches, "items": self.items,
+                "mean_batch": round(self.items / self.batches, 2) if self.batches else 0.0,
+                "cpu_ms_per_item": round(1000 * self.cpu_s / self.items, 3) if self.items else 0.0}
+
+    async def submit(self, item):
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending.append((item, fut))
+        if len(self._pending) >= self.max_batch:
+            self._kick(loop)
+        elif self._timer is None and not self._running:
+            self._timer = loop.call_later(self.window, self._kick, loop)
+        return await fut
+
+    def _kick(self, loop) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._running or not self._pending:
+            return
+        batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+        self._running = True
+        loop.create_task(self._run(batch, loop))
+
+    async def _run(self, batch, loop) -> None:
+        try:
+            results = await asyncio.to_thread(self._timed, [it for it, _ in batch])
+            self.batches += 1
+            self.items += len(batch)
+            for (_, fut), res in zip(batch, results):
+                if not fut.done():
+                    if isinstance(res, BaseException):
+                        fut.set_exception(res)
+                    else:
+                        fut.set_result(res)
+        except BaseException as err:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+        finally:
+            self._running = False
+            if self._pending:
+                self._kick(loop)
+
+
+def route_many(router, requests: list) -> list:
+    """route_batch with per-request isolation: one bad request fails alone."""
+    from autoroute.types import RoutingError
+    try:
+        return router.route_batch(requests)
+    except RoutingError:
+        if len(requests) == 1:
+            raise
+    out = []
+    for r in requests:
+        try:
+            out.append(router.route(r))
+        except Exception as err:
+            out.append(err)
+    return out
+
+
+def bundle_info(stored_model) -> dict[str, Any]:
+    if stored_model is None:
+        return {}
+    info = {"tag": str(stored_model.tag)}
+    try:
+        info["created"] = stored_model.info.creation_time.isoformat()
+        info["metadata"] = dict(stored_model.info.metadata or {})
+    except Exception:
+        pass
+    return info
+
+
+def to_plain(node) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+__all__ = ["CachedScorer", "LiveUserPreference", "Tier4Refresher", "MicroBatcher", "load_champion",
+           "load_serving_config", "serving_overrides", "route_many", "ModelLoadError", "Champion",
+           "check_bundle"]

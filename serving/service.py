@@ -1,0 +1,362 @@
+"""autoroute over HTTP: the champion router with its rule tiers, a durable
+decision and feedback log, live Tier 4, and an OpenAI-compatible proxy.
+
+    bentoml serve serving.service:AutoRoute --port 3000
+
+Config: the project's `serving` group (conf/serving/default.yaml), changed
+with AUTOROUTE_SERVING_OVERRIDES='["serving.on_model_error=degrade", ...]'."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import bentoml
+import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from starlette.responses import JSONResponse as PlainJSON
+
+from autoroute.types import Area, Decision, Request, RoutingError
+from serving import metrics
+from serving.auth import KeyRing
+from serving.guard import STATE, Guard, error_body
+from serving.proxy import AUTO_MODES, UpstreamError, Upstreams, decision_field, decision_headers, pick_nitro, \
+    to_route_request
+from serving.runtime import (CachedScorer, LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
+                             bundle_info, check_bundle, load_champion, load_serving_config, route_many,
+                             serving_overrides, to_plain)
+from serving.schemas import (EXAMPLE_BATCH, EXAMPLE_FEEDBACK, EXAMPLE_REQUEST, CatalogEntry, ChatCompletion,
+                             ChatCompletionRequest, Feedback, FeedbackAck, Health, ModelsList, OpenAIError,
+                             Refreshed, RouteBatch, RouteBatchResult)
+from serving.store import LogStore, iso_now
+
+log = logging.getLogger("autoroute.serving")
+MODEL_TAG = "autoroute-router:latest"
+STATUS = {"invalid_request": 400, "unknown_model": 400, "too_large": 413, "no_eligible_model": 422}
+
+app = FastAPI(title="autoroute", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@app.exception_handler(RequestValidationError)
+async def _bad_request(request, exc: RequestValidationError):  # the guard normally answers first
+    msg = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:6])
+    return PlainJSON(orjson.loads(error_body(request.url.path, 400, msg, "invalid_request")), status_code=400)
+
+
+def _error(path: str, err: Exception) -> PlainJSON:
+    code = getattr(err, "code", "invalid_request")
+    status = STATUS.get(code, 400)
+    return PlainJSON(orjson.loads(error_body(path, status, str(err), code)), status_code=status)
+
+
+def _stop_server() -> None:
+    """A worker that must refuse to run stops its `bentoml serve` (instead of being restarted)."""
+    import os
+    import signal
+
+    from bentoml._internal.context import server_context
+    if server_context.worker_index is not None:
+        os.kill(os.getppid(), signal.SIGTERM)
+
+
+def _in_store(ref):
+    return ref if ref.stored is not None else None
+
+
+@bentoml.service(name="autoroute", workers=1, traffic={"timeout": 300},
+                 logging={"access": {"enabled": False}})
+@bentoml.asgi_app(app)
+class AutoRoute:
+    """Picks the LLM for each request: rule tiers, learned task classifier and
+    preference model, and per-user preference learned from overrides."""
+
+    # the champion in the BentoML model store; when it is absent the service
+    # still starts and decides by serving.on_model_error (refuse | degrade)
+    champion = _in_store(bentoml.models.BentoModel(MODEL_TAG))
+
+    def __init__(self) -> None:
+        overrides = serving_overrides()
+        self.cfg = load_serving_config(overrides)
+        scfg = self.cfg.serving
+        self.limits = scfg.limits
+        self.keys = KeyRing.from_config(to_plain(scfg.auth))
+        ref = type(self).champion
+        stored = ref.stored if ref is not None else None   # local store only, no remote lookup
+        try:
+            champ = load_champion(stored, self.cfg, overrides, MODEL_TAG)
+        except ModelLoadError as err:
+            log.error("autoroute cannot start: %s", err)
+            _stop_server()
+            raise SystemExit(f"autoroute cannot start: {err}") from None
+        self.router, self.degraded, self.problem = champ.router, champ.degraded, champ.problem
+        self.model_info = bundle_info(stored) if not champ.degraded else {}
+        self.runtime = champ.runtime
+        self.catalog = self.router.catalog
+        self.log_prompts = bool(scfg.log_prompts)
+        if self.router.scorer is not None and int(scfg.cache_size) > 0:
+            self.router.scorer = CachedScorer(self.router.scorer, int(scfg.cache_size))
+        t4 = to_plain(scfg.tier4)
+        from autoroute.user_preference import UserPreferenceSettings
+        self.pref = LiveUserPreference(self.router.user_preference, float(t4["max_boost"]))
+        self.router.user_preference = self.pref
+        self.store = LogStore(scfg.log.db, float(scfg.log.decision_flush_ms), bool(scfg.log.store_prompts))
+        settings = UserPreferenceSettings(**{k: v for k, v in t4.items() if k != "refresh_s"})
+        self.tier4 = Tier4Refresher(self.store, self.pref, settings, float(t4["refresh_s"])).start()
+        b = scfg.batching
+        self.batcher = MicroBatcher(lambda reqs: route_many(self.router, reqs), int(b.max_batch),
+                                    float(b.window_ms)) if b.enabled and self.router.scorer is not None else None
+        p = to_plain(scfg.proxy)
+        self.upstreams = Upstreams(p["providers"], p.get("upstream_ids") or {}, float(p["timeout_s"]),
+                                   int(p["max_fallbacks"]))
+        self.modes = scfg.modes
+        self.fast_path = bool(scfg.get("fast_path", True))
+        metrics.set_degraded(self.degraded)
+        STATE.service = self
+        log.info("autoroute ready: %s%s", self.model_info.get("tag", "rules only"),
+                 " (DEGRADED: " + str(self.problem) + ")" if self.degraded else "")
+
+    @bentoml.on_deployment
+    def check_champion() -> None:
+        """Once, before any worker starts: with on_model_error=refuse a missing
+        or unreadable champion stops `bentoml serve` here, with the reason."""
+        overrides = serving_overrides()
+        cfg = load_serving_config(overrides)
+        if str(cfg.serving.on_model_error) != "refuse":
+            return
+        ref = _in_store(bentoml.models.BentoModel(MODEL_TAG))
+        problem = check_bundle(ref.stored if ref is not None else None, MODEL_TAG)
+        if problem:
+            log.error("autoroute cannot start: %s", problem)
+            raise SystemExit(f"autoroute cannot start: {problem}")
+
+    @bentoml.on_shutdown
+    async def shutdown(self) -> None:
+        self.tier4.stop()
+        await self.upstreams.aclose()
+        self.store.close()
+
+    # ------------------------------------------------------------ routing
+    async def decide(self, requests: list[Request]) -> list[Decision | Exception]:
+        t0 = time.perf_counter()
+        if self.batcher is not None and len(requests) == 1:
+            try:
+                results: list = [await self.batcher.submit(requests[0])]
+            except RoutingError as err:
+                results = [err]
+        elif self.router.scorer is not None:
+            results = await asyncio.to_thread(route_many, self.router, requests)
+        else:
+            try:
+                results = route_many(self.router, requests)
+            except RoutingError as err:
+                results = [err]
+        seconds = (time.perf_counter() - t0) / max(len(requests), 1)
+        for req, d in zip(requests, results):
+            if isinstance(d, Decision):
+                self.record(d, req, seconds)
+        return results
+
+    def record(self, d: Decision, req: Request, seconds: float) -> None:
+        text = req.last_user_text
+        self.store.log_decision(d, req.user_id, req.org_id, text)
+        metrics.decision(d, seconds)
+        if self.log_prompts:
+            log.info("decision %s -> %s for prompt %r", d.decision_id, d.selected_model, text[:500])
+
+    @bentoml.api(route="/route")
+    async def route(self, request: Request = EXAMPLE_REQUEST, /) -> Decision:
+        """One request -> one decision: model, reason, tier, task, confidence,
+        ranked alternatives with scores, estimated cost and a decision id."""
+        return await self.route_one(request)
+
+    async def route_one(self, request: Request) -> Decision | PlainJSON:
+        (out,) = await self.decide([request])
+        return _error("/route", out) if isinstance(out, Exception) else out
+
+    @bentoml.api(route="/route_batch")
+    async def route_batch(self, batch: RouteBatch = EXAMPLE_BATCH, /) -> RouteBatchResult:
+        """Many requests -> their decisions, in order (one learned pass over all prompts)."""
+        if len(batch.requests) > int(self.limits.max_batch):
+            return _error("/route_batch", RoutingError(
+                f"requests: {len(batch.requests)} requests; the limit is {int(self.limits.max_batch)}", "too_large"))
+        results = await self.decide(list(batch.requests))
+        for i, out in enumerate(results):
+            if isinstance(out, Exception):
+                return _error("/route_batch", type(out)(f"requests.{i}: {out}", getattr(out, "code", "invalid_request"))
+                              if isinstance(out, RoutingError) else out)
+        return RouteBatchResult(decisions=results)
+
+    # ----------------------------------------------------------- feedback
+    @bentoml.api(route="/feedback")
+    async def feedback(self, feedback: Feedback = EXAMPLE_FEEDBACK, /) -> FeedbackAck:
+        """What the user did with a decision: override (switched to another
+        model), regenerate, or a 1-5 rating. Answered only once it is on disk."""
+        row = self.store.decision(feedback.decision_id)
+        if row is None:        # not flushed yet, here or (with several workers) in another worker
+            await asyncio.to_thread(self.store.flush)
+            row = self.store.decision(feedback.decision_id)
+            if row is None:
+                await asyncio.sleep(3 * self.store.flush_s)
+                row = self.store.decision(feedback.decision_id)
+        if row is None:
+            return PlainJSON({"error": f"unknown decision_id {feedback.decision_id!r}", "code": "unknown_decision"},
+                             status_code=404)
+        if self.keys.enabled and feedback.org_id is not None and row["org_id"] not in (None, feedback.org_id):
+            return PlainJSON({"error": f"decision {feedback.decision_id} belongs to another org than the API key's "
+                                       f"({feedback.org_id!r})", "code": "forbidden"}, status_code=403)
+        routed = row["selected_model"]
+        chosen = routed
+        if feedback.event == "override":
+            chosen = self.catalog.try_resolve(feedback.chosen_model or "")
+            if chosen is None:
+                return _error("/feedback", RoutingError(
+                    f"chosen_model: unknown model {feedback.chosen_model!r}: not an id or alias in the catalog",
+                    "unknown_model"))
+        event = {"decision_id": feedback.decision_id, "prompt": row.get("prompt") or "", "routed_model": routed,
+                 "chosen_model": chosen, "event": feedback.event,
+                 "rating": float(feedback.rating) if feedback.rating is not None else None,
+                 "user_id": feedback.user_id or row.get("user_id"), "org_id": row.get("org_id") or feedback.org_id,
+                 "ts": iso_now()}
+        await asyncio.to_thread(self.store.add_feedback, [event])
+        self.tier4.poke()
+        metrics.feedback(feedback.event, routed, chosen)
+        return FeedbackAck(stored=True, decision_id=feedback.decision_id, event=feedback.event, routed_model=routed,
+                           chosen_model=chosen, user_id=event["user_id"], org_id=event["org_id"])
+
+    @bentoml.api(route="/admin/refresh")
+    async def admin_refresh(self) -> Refreshed:
+        """Refit Tier 4 from the feedback log now (it also refits on its own)."""
+        await asyncio.to_thread(self.tier4.refresh)
+        return Refreshed(users_and_orgs=len(self.pref.live.table), feedback_events=self.pref.events,
+                         refreshed_at=self.pref.refreshed_at)
+
+    # -------------------------------------------------------------- probes
+    def health(self) -> Health:
+        log_ok = self.store.ping()
+        return Health(status="ok" if log_ok else "unavailable", ready=log_ok, degraded=self.degraded,
+                      model=self.model_info.get("tag"), runtime=self.runtime, problem=self.problem, log=log_ok,
+                      tier4={"entries": len(self.pref.live.table), "feedback_events": self.pref.events,
+                             "refreshed_at": self.pref.refreshed_at, "error": self.tier4.last_error},
+                      batching=self.batcher.stats() if self.batcher is not None else {})
+
+    # ------------------------------------------------------ model picker
+    @app.get("/models", response_model=ModelsList, tags=["Service APIs"])
+    def models(self) -> ModelsList:
+        """The catalog as the model picker shows it: "Auto (recommended)" first."""
+        def entry(mid: str) -> CatalogEntry:
+            c = self.catalog.cards[mid]
+            return CatalogEntry(id=mid, display_name=c.display_name, provider=c.provider, aliases=list(c.aliases),
+                                price_input=c.price.input, price_output=c.price.output,
+                                context_window=c.context_window or None, speed=c.speed or None, vision=c.vision,
+                                tools=c.tools)
+        auto = CatalogEntry(id="auto", display_name="Auto (recommended)", provider="autoroute", recommended=True,
+                            description="picks the best model for each message for its cost; you can override it")
+        modes = [CatalogEntry(id="auto:floor", display_name="Auto: cheapest acceptable", provider="autoroute",
+                              description="the cheapest model whose predicted quality is acceptable"),
+                 CatalogEntry(id="auto:nitro", display_name="Auto: fastest", provider="autoroute",
+                              description="the fastest model close to the best predicted quality")]
+        return ModelsList(models=[auto] + [entry(m) for m in self.catalog.offered], auto_modes=modes,
+                          degraded=self.degraded)
+
+    @app.get("/v1/models", tags=["OpenAI compatible"])
+    def openai_models(self) -> dict[str, Any]:
+        """OpenAI's model list: the auto modes and the offered models."""
+        ids = sorted(AUTO_MODES) + self.catalog.offered
+        return {"object": "list", "data": [{"id": i, "object": "model", "created": 0,
+                                            "owned_by": "autoroute" if i.startswith("auto") else
+                                            self.catalog.cards[i].provider} for i in ids]}
+
+    # ---------------------------------------------------- OpenAI proxy
+    @app.post("/v1/chat/completions", response_model=ChatCompletion, tags=["OpenAI compatible"],
+              responses={200: {"content": {"text/event-stream": {"schema": {
+                  "type": "object", "description": "with stream=true: server-sent events whose data are OpenAI "
+                                                   "chunks; the first carries the decision in `autoroute`",
+                  "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}}}},
+                         400: {"model": OpenAIError}, 404: {"model": OpenAIError}, 502: {"model": OpenAIError},
+                         504: {"model": OpenAIError}})
+    async def chat_completions(self, body: ChatCompletionRequest):
+        """OpenAI-compatible chat completions (streaming too). `model` may be
+        auto, auto:floor, auto:nitro or a model id; the decision comes back in
+        x-autoroute-* headers and in the `autoroute` field."""
+        path = "/v1/chat/completions"
+        name = body.model.strip().lower()
+        try:
+            if name in AUTO_MODES:
+                cq = float(self.modes.floor_cost_quality) if name == "auto:floor" else None
+                req = to_route_request(body, cq)
+            else:
+                model_id = self.catalog.try_resolve(body.model)
+                if model_id is None:
+                    return PlainJSON(orjson.loads(error_body(path, 404, f"the model {body.model!r} does not exist; "
+                                     "use auto, auto:floor, auto:nitro or a catalog id (GET /v1/models)",
+                                                             "model_not_found")), status_code=404)
+                req = to_route_request(body)
+                area = req.area.model_copy(update={"model_lock": model_id}) if req.area else Area(model_lock=model_id)
+                req = req.model_copy(update={"area": area, "candidates": None})
+        except (RoutingError, ValueError) as err:
+            return PlainJSON(orjson.loads(error_body(path, 400, str(err), "invalid_request")), status_code=400)
+        (decision,) = await self.decide_quietly(req)
+        if isinstance(decision, Exception):
+            return _error(path, decision)
+        if name == "auto:nitro":
+            decision = pick_nitro(decision, self.catalog, float(self.modes.nitro_quality_margin))
+        payload = body.model_dump(exclude_unset=True, exclude={"route"})
+        chain = self.upstreams.chain(decision, allow_fallback=name in AUTO_MODES)
+        try:
+            if body.stream:
+                served, upstream, first, attempts = await self.upstreams.open_stream(self.catalog, payload, chain)
+            else:
+                served, data, attempts = await self.upstreams.complete(self.catalog, payload, chain)
+        except UpstreamError as err:
+            for a in err.attempts:
+                metrics.fallback(a.model, a.error)
+            self.record(decision, req, decision.latency_ms / 1000)
+            status = err.status if err.status >= 400 else 502
+            return PlainJSON(orjson.loads(error_body(path, status, str(err), "upstream_error")), status_code=status,
+                             headers=decision_headers(decision, decision.selected_model, err.attempts))
+        for a in attempts:
+            metrics.fallback(a.model, a.error)
+        served_decision = decision if served == decision.selected_model else decision.model_copy(update={
+            "selected_model": served, "display_name": self.catalog.cards[served].display_name,
+            "reason": decision.reason + f"; served by {self.catalog.cards[served].display_name} after "
+                                        f"{decision.selected_model} failed ({attempts[0].error})"})
+        self.record(served_decision, req, decision.latency_ms / 1000)
+        headers = decision_headers(decision, served, attempts)
+        field = decision_field(decision, served, attempts)
+        if not body.stream:
+            if isinstance(data, dict):
+                data["autoroute"] = field
+            return PlainJSON(data, headers=headers)
+
+        async def events():
+            head = {"id": f"autoroute-{decision.decision_id}", "object": "chat.completion.chunk",
+                    "created": int(time.time()), "model": served, "choices": [], "autoroute": field}
+            yield b"data: " + orjson.dumps(head) + b"\n\n"
+            yield first
+            try:
+                async for chunk in upstream.rest():
+                    yield chunk
+            except Exception as err:  # after the first byte there is no falling back: say what happened
+                metrics.fallback(served, "stream broken")
+                yield b"data: " + error_body(path, 502, f"the upstream stream broke: {type(err).__name__}",
+                                             "upstream_error") + b"\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    async def decide_quietly(self, req: Request) -> list:
+        """Route one request without recording it (the proxy records what was served)."""
+        if self.batcher is not None:
+            try:
+                return [await self.batcher.submit(req)]
+            except RoutingError as err:
+                return [err]
+        try:
+            return route_many(self.router, [req])
+        except RoutingError as err:
+            return [err]
+
+
+AutoRoute.add_asgi_middleware(Guard)

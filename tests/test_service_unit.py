@@ -1,0 +1,178 @@
+"""The service class called directly (no HTTP), and its parts: the log store,
+Tier 4 refits, the micro-batcher, the score cache, keys, input checks."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+
+from autoroute.scoring import LearnedScorer, Scores
+from autoroute.types import Decision, Request
+from serving_support import serving_overrides
+
+NEUTRAL = "Tell me about the history of the Roman empire"
+
+
+@pytest.fixture
+def service(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    monkeypatch.setenv("AUTOROUTE_SERVING_OVERRIDES", json.dumps(serving_overrides(tmp_path, keys=False)))
+    from serving.service import AutoRoute
+
+    svc = AutoRoute()
+    yield svc
+    asyncio.run(svc.shutdown())
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_route_and_batch_direct(service):
+    d = run(service.route(Request.from_prompt("hello", user_id="u")))
+    assert isinstance(d, Decision) and d.selected_model == "claude-haiku-4.5" and d.degraded
+    out = run(service.route_batch(__import__("serving.schemas").schemas.RouteBatch(
+        requests=[Request.from_prompt("hello"), Request.from_prompt(NEUTRAL)])))
+    assert len(out.decisions) == 2
+    bad = run(service.route(Request.from_prompt("hi", candidates=["nope"])))
+    assert bad.status_code == 400 and b"unknown model" in bad.body
+    h = service.health()
+    assert h.ready and h.degraded and "not in the BentoML model store" in h.problem
+    assert service.models().models[0].display_name == "Auto (recommended)"
+
+
+def test_feedback_direct_teaches_tier4(service):
+    from serving.schemas import Feedback
+
+    first = run(service.route(Request.from_prompt(NEUTRAL, user_id="u9")))
+    target = first.alternatives[0].model
+    for _ in range(3):
+        d = run(service.route(Request.from_prompt(NEUTRAL, user_id="u9")))
+        ack = run(service.feedback(Feedback(decision_id=d.decision_id, event="override", chosen_model=target)))
+        assert ack.stored and ack.routed_model == d.selected_model
+    run(service.admin_refresh())
+    after = run(service.route(Request.from_prompt(NEUTRAL, user_id="u9")))
+    assert after.selected_model == target and after.tier == 4
+    missing = run(service.feedback(Feedback(decision_id="nope", event="regenerate")))
+    assert missing.status_code == 404
+
+
+def test_degraded_refuse_exits_with_a_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    monkeypatch.setenv("AUTOROUTE_SERVING_OVERRIDES", json.dumps(
+        serving_overrides(tmp_path, keys=False, extra=["serving.on_model_error=refuse"])))
+    from serving.service import AutoRoute
+
+    with pytest.raises(SystemExit, match="not in the BentoML model store.*refusing to start"):
+        AutoRoute()
+
+
+# ------------------------------------------------------------------ store
+def test_store_commits_feedback_and_decisions(tmp_path):
+    from serving.store import LogStore, read_log
+
+    store = LogStore(tmp_path / "log.sqlite", flush_ms=5)
+    d = Decision(decision_id="d1", selected_model="gpt-4o", display_name="GPT-4o", tier=3, tier_name="learned",
+                 task="analysis", confidence=0.8, reason="r", signals=[], alternatives=[], scores={},
+                 estimated_cost=0.01, estimated_tokens=5)
+    store.log_decision(d, "u", "o", "a prompt")
+    n = store.add_feedback([{"decision_id": "d1", "prompt": "a prompt", "routed_model": "gpt-4o",
+                             "chosen_model": "claude-sonnet-4", "event": "override", "rating": None,
+                             "user_id": "u", "org_id": "o", "ts": "2025-01-01T00:00:00.000Z"}])
+    assert n == 1
+    con = sqlite3.connect(tmp_path / "log.sqlite")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1   # flushed before the feedback
+    assert len(store.feedback_frame()) == 1
+    store.close()
+    decisions, feedback = read_log(tmp_path / "log.sqlite")
+    assert decisions.payload[0]["selected_model"] == "gpt-4o" and feedback.event[0] == "override"
+    from autoroute.feedback import read_feedback, validate_feedback
+    assert len(validate_feedback(read_feedback(tmp_path / "log.sqlite"))) == 1   # the training side reads it
+
+
+# ------------------------------------------------------------ runtime parts
+class CountingScorer(LearnedScorer):
+    models = ("gpt-4o", "claude-sonnet-4")
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, texts):
+        self.calls.append(list(texts))
+        n = len(texts)
+        return Scores(task_probs=np.full((n, 11), 1 / 11), quality=np.tile([0.5, 0.6], (n, 1)), models=self.models)
+
+
+def test_cached_scorer_scores_each_text_once():
+    from serving.runtime import CachedScorer
+
+    inner = CountingScorer()
+    cached = CachedScorer(inner, size=2)
+    a = cached.score(["x", "y", "x"])
+    b = cached.score(["y", "z"])
+    assert inner.calls == [["x", "y"], ["z"]]
+    assert a.quality.shape == (3, 2) and b.task_probs.shape == (2, 11)
+
+
+def test_micro_batcher_groups_concurrent_calls():
+    from serving.runtime import MicroBatcher
+
+    seen = []
+
+    def fn(items):
+        seen.append(list(items))
+        time.sleep(0.01)
+        return [ValueError("bad") if i == 3 else i * 10 for i in items]
+
+    async def main():
+        mb = MicroBatcher(fn, max_batch=8, window_ms=5)
+        return await asyncio.gather(*(mb.submit(i) for i in range(6)), return_exceptions=True)
+
+    out = asyncio.run(main())
+    assert out[:3] == [0, 10, 20] and isinstance(out[3], ValueError) and out[5] == 50
+    assert len(seen) == 1 and seen[0] == list(range(6))
+
+
+def test_nitro_picks_the_fastest_acceptable_model():
+    from autoroute.config import build_router, load_config
+    from serving.proxy import pick_nitro
+
+    router = build_router(load_config([]))
+    d = router.route(Request.from_prompt(NEUTRAL))
+    n = pick_nitro(d, router.catalog, margin=0.08)
+    best = max(d.scores.values())
+    ok = [m for m, q in d.scores.items() if q >= best - 0.08]
+    assert n.selected_model == max(ok, key=lambda m: router.catalog.cards[m].speed)
+
+
+# --------------------------------------------------------------- guard/auth
+def test_keyring_rules():
+    from serving.auth import AuthError, KeyRing
+
+    open_ring = KeyRing.from_config({"keys": []})
+    assert open_ring.check("/feedback", []) is None
+    ring = KeyRing.from_config({"keys": [{"org": "acme", "key": "k1"}, {"org": "beta", "env": "BETA_KEY"}]},
+                               environ={"BETA_KEY": "k2"})
+    assert ring.check("/route", []) is None
+    assert ring.check("/route", [(b"x-api-key", b"k1")]) == "acme"
+    assert ring.check("/feedback", [(b"authorization", b"Bearer k2")]) == "beta"
+    with pytest.raises(AuthError, match="needs an API key"):
+        ring.check("/feedback", [])
+    with pytest.raises(AuthError, match="not valid"):
+        ring.check("/admin/refresh", [(b"x-api-key", b"zzz")])
+    with pytest.raises(ValueError, match="not set"):
+        KeyRing.from_config({"keys": [{"org": "x", "env": "SURELY_UNSET_VAR"}]}, environ={})
+
+
+@pytest.mark.parametrize("raw,words", [(b"\xff", "UTF-8"), (b"", "empty"), (b"{", "malformed JSON"),
+                                       (b'"\\udc00"', "surrogate")])
+def test_parse_body_messages(raw, words):
+    from serving.guard import BadInput, parse_body
+
+    with pytest.raises(BadInput, match=words):
+        parse_body(raw)
