@@ -1,0 +1,101 @@
+"""Shared fixtures. Sections are owned by the part of the project they serve;
+append new fixtures under their own header."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+# ---------------------------------------------------------------------------- training
+# A tmp MLflow store + tmp BENTOML_HOME + the tiny config, and one `experiment=tiny`
+# run of `python -m training.run` per session that the training, bundle and
+# notebook tests share.
+def _real_processed() -> Path | None:
+    p = ROOT / "data" / "processed"
+    need = ["prompts/train.parquet", "prompts/validation.parquet", "prompts/test.parquet",
+            "comparisons.parquet", "outcomes.parquet", "manifest.json"]
+    return p if all((p / n).exists() for n in need) else None
+
+
+@pytest.fixture(scope="session")
+def fixture_data(tmp_path_factory) -> Path:
+    """The self-written synthetic stand-in for data/processed."""
+    from fixtures.synthetic import write_fixture
+
+    return write_fixture(tmp_path_factory.mktemp("fixture_processed"))
+
+
+@pytest.fixture(scope="session")
+def training_env(tmp_path_factory, fixture_data):
+    """Paths and Hydra overrides of an isolated training run (tmp MLflow + BentoML).
+
+    Uses the real `data/processed` (sliced by experiment=tiny) when `dvc repro`
+    has built it, else the synthetic fixture; AUTOROUTE_TEST_DATA=fixture forces the fixture."""
+    tmp = tmp_path_factory.mktemp("training")
+    real = None if os.environ.get("AUTOROUTE_TEST_DATA") == "fixture" else _real_processed()
+    data_dir = real or fixture_data
+    env = {"root": tmp, "data_dir": data_dir, "mlflow_db": tmp / "mlruns.db",
+           "mlflow_artifacts": tmp / "mlartifacts", "bentoml_home": tmp / "bentoml",
+           "out": tmp / "run", "tracking_uri": f"sqlite:///{tmp / 'mlruns.db'}"}
+    env["overrides"] = [
+        "experiment=tiny", f"training.data.dir={data_dir}", f"paths.mlflow_db={env['mlflow_db']}",
+        f"paths.mlflow_artifacts={env['mlflow_artifacts']}", f"paths.bentoml_home={env['bentoml_home']}",
+        f"training.embedding_cache={tmp / 'cache'}", f"training.data.feedback_db={tmp / 'no_feedback.sqlite'}"]
+    return env
+
+
+def run_training(overrides, out_dir: Path, module: str = "training.run", timeout: int = 600, env=None):
+    """Run a training entry point in a subprocess; returns (CompletedProcess, seconds)."""
+    t0 = time.time()
+    proc = subprocess.run([PY, "-m", module, *overrides, f"hydra.run.dir={out_dir}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return proc, time.time() - t0
+
+
+@pytest.fixture(scope="session")
+def tiny_run(training_env):
+    """One `python -m training.run experiment=tiny` into the tmp store."""
+    proc, seconds = run_training(training_env["overrides"], training_env["out"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    out = training_env["out"]
+    return {**training_env, "seconds": seconds, "stdout": proc.stdout,
+            "metrics": json.loads((out / "metrics.json").read_text()),
+            "selection": json.loads((out / "selection.json").read_text()), "bundle": out / "bundle"}
+
+
+# ---------------------------------------------------------------------------- serving
+# (serving helper) a fake OpenAI upstream and one real `bentoml serve` process per
+# session, on free loopback ports; helpers in tests/serving_support.py.
+
+
+@pytest.fixture(scope="session")
+def fake_upstream():
+    from fake_upstream import FakeUpstream
+
+    up = FakeUpstream(delay=3.0).start()
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory, fake_upstream):
+    """A real `bentoml serve` (rules-only/degraded: the tmp model store is empty),
+    API keys for orgs acme and beta, providers pointed at the fake upstream."""
+    from serving_support import serving_overrides, start_server
+
+    tmp = tmp_path_factory.mktemp("served")
+    server = start_server(tmp, serving_overrides(tmp, fake_upstream.url))
+    yield server
+    server.stop()

@@ -1,0 +1,62 @@
+"""The tiny run logging to a real `mlflow server` process on loopback (SQLite
+backend, one worker) instead of the local store."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT, run_training
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    port = _free_port()
+    mlflow_bin = str(ROOT / ".venv" / "bin" / "mlflow") if (ROOT / ".venv" / "bin" / "mlflow").exists() else "mlflow"
+    proc = subprocess.Popen([mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "--artifacts-destination", str(tmp_path / "server_artifacts")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("mlflow server exited")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not come up")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_tiny_run_logs_to_a_tracking_server(training_env, mlflow_server, tmp_path):
+    import mlflow
+
+    overrides = [o for o in training_env["overrides"] if not o.startswith("paths.mlflow")]
+    overrides += ["tracking=server", f"tracking.tracking_uri={mlflow_server}", "classifier.max_steps=2",
+                  "training.evaluation.protocols=[heldout]", f"paths.bentoml_home={tmp_path / 'bentoml'}"]
+    proc, _ = run_training(overrides, tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    mlflow.set_tracking_uri(mlflow_server)
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("autoroute").experiment_id])
+    assert len(runs) == 1 and "primary" in runs[0].data.metrics
+    assert any(a.path == "plots" for a in client.list_artifacts(runs[0].info.run_id))
+    assert str(client.get_model_version_by_alias("autoroute-router", "champion").version) == "1"

@@ -1,0 +1,105 @@
+"""`python -m training.run experiment=tiny` end to end: MLflow logging, champion
+registration, BentoML export (one shared run per session, see conftest)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import mlflow
+import pytest
+
+from conftest import PY, ROOT
+
+
+def test_tiny_run_finishes_under_two_minutes(tiny_run):
+    assert tiny_run["seconds"] < 120, f"tiny run took {tiny_run['seconds']:.0f}s"
+
+
+def test_tiny_run_reports_every_metric(tiny_run):
+    m = tiny_run["metrics"]
+    for bench in ("mmlu", "gsm8k"):
+        for proto in ("heldout", "ood"):
+            for router in ("mf", "knn", "classifier_prior", "length", "random", "oracle"):
+                for k in ("apgr", "cpt50", "cpt80"):
+                    assert f"two_model/{proto}/{bench}/{router}/{k}" in m
+    for k in ("best_model_quality", "best_model_cost", "mf/cost_to_match_best", "mf/quality_at_best_cost",
+              "oracle/quality_at_best_cost", "knn/quality_at_half_best_cost"):
+        assert f"routerbench/{k}" in m
+    for k in ("accuracy", "macro_f1", "ece"):
+        assert 0.0 <= m[f"classifier/test/{k}"] <= 1.0
+    assert m["two_model/heldout/mmlu/random/apgr"] == pytest.approx(0.5)
+    assert m["two_model/heldout/mmlu/oracle/apgr"] >= m["two_model/heldout/mmlu/mf/apgr"] - 1e-9
+    assert "primary" in m
+    assert "mf" in tiny_run["stdout"] and "oracle" in tiny_run["stdout"]   # the printed quality table
+
+
+def test_mlflow_run_has_config_params_metrics_plots_and_model(tiny_run):
+    mlflow.set_tracking_uri(tiny_run["tracking_uri"])
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("autoroute")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    run = runs[0]
+    assert run.data.params["classifier.max_steps"] == "4"
+    assert "git_sha" in run.data.tags and any(t.startswith("data.") for t in run.data.tags)
+    assert run.data.metrics["primary"] == pytest.approx(tiny_run["metrics"]["primary"])
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config", "plots", "quality_table.csv", "classifier_report.json", "selection.json"} <= arts
+    plots = {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"routerbench_cost_quality.png", "classifier_confusion.png", "two_model_mmlu_heldout.png"} <= plots
+
+
+def test_champion_registered_under_alias(tiny_run):
+    assert tiny_run["selection"]["promoted"] is True
+    mlflow.set_tracking_uri(tiny_run["tracking_uri"])
+    mv = mlflow.MlflowClient().get_model_version_by_alias("autoroute-router", "champion")
+    assert str(mv.version) == tiny_run["selection"]["version"]
+
+
+def test_bentoml_store_holds_the_bundle(tiny_run):
+    code = ("import bentoml, json, pathlib; p = pathlib.Path(bentoml.models.get('autoroute-router:latest').path);"
+            "print(json.dumps(sorted(x.name for x in p.iterdir())))")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "BENTOML_HOME": str(tiny_run["bentoml_home"])})
+    assert out.returncode == 0, out.stderr[-2000:]
+    names = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"manifest.json", "config.yaml", "classifier", "preference.pt", "metrics.json"} <= set(names)
+
+
+def test_regression_never_replaces_the_champion(tiny_run):
+    from training.tracking import Tracker
+
+    mlflow.set_tracking_uri(tiny_run["tracking_uri"])
+    tracker = Tracker(tracking_uri=tiny_run["tracking_uri"], registered_model="autoroute-regression-test")
+    source = mlflow.MlflowClient().get_model_version_by_alias("autoroute-router", "champion").source
+    results = []
+    for value in (0.5, 0.4, 0.6):
+        with tracker.start(run_name=f"candidate-{value}") as run:
+            results.append(tracker.select_and_register(source, {"primary": value}, run.info.run_id))
+    assert [r["promoted"] for r in results] == [True, False, True]
+    mv = mlflow.MlflowClient().get_model_version_by_alias("autoroute-regression-test", "champion")
+    assert str(mv.version) == results[2]["version"]
+    assert tracker.current_champion()[1] == pytest.approx(0.6)
+
+
+def test_same_seed_reproduces_the_same_metrics(tiny_run, tmp_path):
+    from conftest import run_training
+
+    overrides = [o for o in tiny_run["overrides"] if not o.startswith(("paths.mlflow", "paths.bentoml"))]
+    overrides += [f"paths.mlflow_db={tmp_path / 'm.db'}", f"paths.mlflow_artifacts={tmp_path / 'a'}",
+                  f"paths.bentoml_home={tmp_path / 'b'}", "tracking.export_bentoml=false"]
+    proc, _ = run_training(overrides, tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    keys = [k for k in tiny_run["metrics"] if k.startswith(("two_model/", "routerbench/", "classifier/test/"))]
+    assert keys
+    for k in keys:
+        assert again[k] == pytest.approx(tiny_run["metrics"][k], abs=1e-6, nan_ok=True), k
+
+
+def test_bundle_ships_the_ensemble_head(tiny_run):
+    from autoroute.bundle import read_manifest
+
+    man = read_manifest(tiny_run["bundle"])
+    assert man["mf_weight"] == pytest.approx(0.5) and (tiny_run["bundle"] / "knn.npz").exists()
+    assert "two_model/heldout/mmlu/ensemble/apgr" in tiny_run["metrics"]
