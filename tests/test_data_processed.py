@@ -1,8 +1,10 @@
-"""Checks on the real processed data of `dvc repro` (skipped when it has not been built)."""
+"""Checks on the real processed data of `dvc repro` (built here first when it is missing)."""
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,11 +17,13 @@ from autoroute.types import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROCESSED = ROOT / "data" / "processed"
-pytestmark = pytest.mark.skipif(not (PROCESSED / "manifest.json").exists(), reason="run `dvc repro` first")
 
 
 @pytest.fixture(scope="module")
 def data():
+    if not (PROCESSED / "manifest.json").exists():
+        dvc = Path(sys.executable).with_name("dvc")
+        subprocess.run([str(dvc), "repro"], cwd=ROOT, check=True)
     return {"prompts": {s: pd.read_parquet(PROCESSED / "prompts" / f"{s}.parquet")
                         for s in ("train", "validation", "test")},
             "comparisons": pd.read_parquet(PROCESSED / "comparisons.parquet", columns=["prompt", "model_a", "model_b",
