@@ -1,8 +1,16 @@
 """The training pipeline behind `python -m training.run`: data -> task
-classifier -> preference model -> baselines -> evaluation -> selection ->
-registration. Every piece arrives instantiated from the config."""
+classifier -> preference model per protocol -> the served router's evaluation
+-> selection on validation -> registration. Every piece arrives instantiated
+from the config.
+
+Every number in the tables is a decision of the router a user gets: each
+protocol's fit is saved as a bundle, loaded with `load_router` and swept over
+its knob (`training.served`); baselines sit beside it. Choices (the quality
+head's blend weight, the champion gate) read the validation slice only."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -12,41 +20,35 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from autoroute import metrics as M
+from autoroute.bundle import load_router, save_bundle
 from autoroute.catalog import Catalog
-from autoroute.classifier import ClassifierConfig, TaskClassifier
+from autoroute.classifier import ClassifierConfig, PooledEncoder, TaskClassifier
 from autoroute.embeddings import EmbeddingCache, Encoder, EncoderConfig
 from autoroute.preference import PreferenceConfig
 from autoroute.scoring import StaticUserPreference, catalog_prior
 from autoroute.types import RoutingError
 
+from training import protocols as P
 from training import report as R
-from training import routing, train_classifier
+from training import routing, served, train_classifier
 from training.data import TrainingData, check_names
 from training.tracking import Tracker, log_json
 
 log = logging.getLogger(__name__)
 
 
-class _Pooled:
-    """Adapter: the classifier's pooled encoder states for the embedding cache."""
-
-    def __init__(self, clf: TaskClassifier):
-        self.clf, self.dim = clf, clf.dim
-
-    def fingerprint(self) -> str:
-        return "pooled-" + self.clf.fingerprint()
-
-    def encode(self, texts, progress=False, desc="encode"):
-        return self.clf.pooled(texts, progress, desc)
-
-
 def check_config(cfg: DictConfig, catalog: Catalog, ev: routing.EvalConfig, data: TrainingData) -> None:
     """Names in the config must exist in the catalog and in the data."""
-    for key in ("strong", "weak"):
+    for key in ("strong", "weak", "chat_strong", "chat_weak", "mix_reference"):
         try:
             catalog.resolve(getattr(ev, key))
         except RoutingError as err:
             raise ValueError(f"config evaluation.{key}: {err}") from err
+    bad = [t for t in cfg.training.primary_terms if not str(t).startswith("val/")]
+    if bad:
+        raise ValueError(f"config training.primary_terms: {bad} are not validation metrics (val/...); "
+                         "selection may read validation metrics only")
     check_names(data, [ev.strong, ev.weak], list(ev.two_model_benchmarks) + list(ev.nmodel_sources),
                 "evaluation (strong/weak/two_model_benchmarks/nmodel_sources)")
 
@@ -66,7 +68,7 @@ def embed(cfg: DictConfig, clf: TaskClassifier, table: routing.PromptTable, feat
     t0 = time.time()
     # the serving encoder (int8 when the bundle serves int8) computes the training features too
     enc_clf = clf.quantized() if cfg.training.bundle.quantize else clf
-    pooled = cache.encode(_Pooled(enc_clf), table.texts, progress=cfg.training.progress, desc="encode prompts")
+    pooled = cache.encode(PooledEncoder(enc_clf), table.texts, progress=cfg.training.progress, desc="encode prompts")
     emb, probs = clf.from_pooled(pooled)
     if features == "base":
         enc = Encoder(EncoderConfig(name_or_path=clf.meta.get("encoder_source"), max_length=clf.max_length))
@@ -77,26 +79,70 @@ def embed(cfg: DictConfig, clf: TaskClassifier, table: routing.PromptTable, feat
     log.info("embedded %d prompts in %.1fs", len(table.texts), time.time() - t0)
 
 
+def _digest(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def data_version(cfg: DictConfig, data: TrainingData) -> str:
+    """Content hashes of every table read plus the slicing limits: runs are comparable only on the same."""
+    return _digest({"versions": data.versions, "limits": OmegaConf.to_container(cfg.training.data.limits)})
+
+
+def protocol_version(cfg: DictConfig) -> str:
+    """The evaluation protocol and the selection terms: runs are comparable only on the same."""
+    return _digest({"evaluation": OmegaConf.to_container(cfg.training.evaluation, resolve=True),
+                    "primary_terms": list(cfg.training.primary_terms), "seed": cfg.seed})
+
+
+def servable(cfg: DictConfig, sweep: bool) -> tuple[bool, str]:
+    """Whether this run may replace the served champion: never a sweep, a sliced-data run
+    (experiment=tiny) or a run marked not servable."""
+    limits = OmegaConf.to_container(cfg.training.data.limits) or {}
+    if sweep:
+        return False, "a sweep (--multirun) run"
+    if any(v is not None for v in limits.values()):
+        return False, f"trained on sliced data (training.data.limits {limits})"
+    if not cfg.training.get("servable", True):
+        return False, "training.servable is false"
+    return True, ""
+
+
+def _name(h: P.Holdout) -> str:
+    return h.name.replace("/", "_")
+
+
 def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: ClassifierConfig,
-        pref_cfg: PreferenceConfig, ev: routing.EvalConfig, out_dir: Path) -> float:
+        pref_cfg: PreferenceConfig, ev: routing.EvalConfig, out_dir: Path, sweep: bool = False) -> float:
     t_start = time.time()
     torch.set_num_threads(int(cfg.training.num_threads))
     catalog = Catalog.from_config(cfg.catalog)
     check_config(cfg, catalog, ev, data)
     train_classifier.check_labels(clf_cfg)
+    may_serve, why_not = servable(cfg, sweep)
+    versions = {"data_version": data_version(cfg, data), "protocol": protocol_version(cfg)}
     metrics: dict[str, float] = {f"data/{k}": v for k, v in data.summary().items()}
-    with tracker.start(run_name=cfg.training.run_name, tags=dict(cfg.training.tags or {})) as run:
+    tags = {**dict(cfg.training.tags or {}), **versions, "servable": str(may_serve).lower()}
+    with tracker.start(run_name=cfg.training.run_name, tags=tags) as run:
+        import mlflow
         tracker.log_config(cfg, cfg.paths.root, data.versions)
-        # ---- task classifier
+        folds = sorted(data.outcomes.loc[data.outcomes["source"].isin(ev.two_model_benchmarks), "fold"]
+                       .dropna().astype(int).unique())[:ev.folds]
+        holdouts = P.protocols(data, dict(ev.lobo), ev.loso_source, ev.loso_subsets, folds)
+        # ---- task classifier: its fine-tuning input holds no left-out benchmark or subset
         t0 = time.time()
-        clf, stats, clf_report = train_classifier.run(clf_cfg, data, out_dir, int8=cfg.training.bundle.quantize)
+        clf_data = dataclasses.replace(data, prompts=routing.classifier_prompts(data, holdouts, ev))
+        clf, stats, clf_report = train_classifier.run(clf_cfg, clf_data, out_dir, int8=cfg.training.bundle.quantize)
         metrics.update({f"classifier/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
         metrics.update(R.classifier_metrics(clf_report))
         if "int8" in clf_report:   # what the int8 serving encoder scores
             metrics.update(R.classifier_metrics(clf_report["int8"], "classifier/test_int8"))
+        if "validation" in clf_report:
+            metrics.update(R.classifier_metrics(clf_report["validation"], "val/classifier"))
         metrics["time/classifier_s"] = time.time() - t0
-        tracker.log_metrics(metrics)
-        # ---- features (one pass of the fine-tuned encoder) and the preference model
+        clf_dir = out_dir / "classifier"
+        clf.save(clf_dir)
+        clf_inputs = dict(clf_data.prompts)
+        # ---- features (one pass of the served encoder), validation slice, protocols
         t0 = time.time()
         table = routing.PromptTable.build(data)
         embed(cfg, clf, table, cfg.training.features)
@@ -104,48 +150,49 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         models_in_data = sorted(set(data.outcomes["model"]) | set(data.comparisons["model_a"])
                                 | set(data.comparisons["model_b"]))
         priors = model_priors(catalog, models_in_data)
-        t0 = time.time()
-        champ_pool = routing.training_pool(data, ev, "champion")
-        preference = routing.fit_preference(pref_cfg, table, champ_pool, priors)
-        metrics["time/preference_s"] = time.time() - t0
         from autoroute.user_preference import fit_user_preference
         user_pref = fit_user_preference(data.feedback_events) if len(data.feedback_events) \
             else StaticUserPreference({})
         metrics["tier4/profiles"] = len(user_pref.table)
-        # ---- baselines + evaluation
+        val_groups = P.validation_groups(data, ev.validation_fraction, cfg.seed, set())
+        in_val = lambda ps: ps.take(ps.meta["dup_group"].astype(str).isin(val_groups))  # noqa: E731
+        val_sets = [in_val(routing.outcome_pairs(data, "routerbench", ev.nmodel_sources, ev.strong, ev.weak, ["train"])),
+                    in_val(routing.chat_pairs(data, "chat", ev.loso_source, ev.chat_strong, ev.chat_weak, ["train"]))]
+        cache = EmbeddingCache(cfg.training.embedding_cache)
+        ctx = _Ctx(cfg, ev, data, table, pref_cfg, priors, val_groups, val_sets, clf_dir, clf_inputs, user_pref,
+                   cache, out_dir / "bundles", metrics)
+        # ---- the champion fit, served: validation (the gate), RouterBench, product models, the mix
         t0 = time.time()
-        two = routing.evaluate_two_model(data, table, ev, pref_cfg, priors, progress=cfg.training.progress)
-        nm = routing.evaluate_n_model(data, table, ev, preference, champ_pool, priors)
+        champ = ctx.fit(holdouts[0])
+        champ_dir = ctx.bundle(champ, out_dir / "bundle", info={})
+        router = load_router(champ_dir, embedding_cache=cache)
+        nm = evaluate_champion(ctx, champ, router, metrics)
+        metrics["time/champion_s"] = time.time() - t0
+        # ---- the two-model protocols (in-domain folds, leave one benchmark out, leave one subset out)
+        t0 = time.time()
+        two = evaluate_two_model(ctx, [h for h in holdouts if h.name != "champion"])
         metrics.update(R.two_model_metrics(two))
-        metrics.update(R.n_model_metrics(nm))
-        metrics["time/evaluate_s"] = time.time() - t0
+        metrics["time/two_model_s"] = time.time() - t0
         metrics[tracker.primary_metric] = R.primary_metric(metrics, list(cfg.training.primary_terms))
         table_text = R.format_table(metrics)
         print(table_text)
         plots = out_dir / "plots"
         plots.mkdir(parents=True, exist_ok=True)
         for p in R.plot_two_model(two, plots) + R.plot_n_model(nm, plots) + R.plot_confusion(clf_report, plots):
-            import mlflow
             mlflow.log_artifact(str(p), "plots")
         log_json(clf_report, "classifier_report.json")
         R.quality_table(metrics).to_csv(out_dir / "quality_table.csv")
-        import mlflow
         mlflow.log_artifact(str(out_dir / "quality_table.csv"))
         mlflow.log_text(table_text, "quality_table.txt")
         # ---- bundle, selection, registration
         metrics["time/total_before_register_s"] = time.time() - t_start
         tracker.log_metrics(metrics)
-        bundle_dir = out_dir / "bundle"
-        from autoroute.bundle import save_bundle
         info = {"run_id": run.info.run_id, "git_sha": mlflow.get_run(run.info.run_id).data.tags.get("git_sha"),
-                "data_versions": data.versions, "primary_metric": metrics[tracker.primary_metric]}
-        knn = routing.knn_from_pool(champ_pool, table, ev.knn_k, priors) if ev.mf_weight < 1.0 else None
-        save_bundle(bundle_dir, cfg=cfg, classifier=clf, preference=preference, user_preference=user_pref,
-                    metrics=metrics, info=info, features=cfg.training.features,
-                    bundle_options=OmegaConf.to_container(cfg.training.bundle, resolve=True),
-                    knn=knn, mf_weight=ev.mf_weight)
+                "data_versions": data.versions, "primary_metric": metrics[tracker.primary_metric], **versions}
+        bundle_dir = ctx.bundle(champ, out_dir / "bundle", info=info, metrics=metrics)
         model_uri = tracker.log_bundle(bundle_dir)
-        selection = tracker.select_and_register(model_uri, metrics, run.info.run_id)
+        selection = tracker.select_and_register(model_uri, metrics, run.info.run_id, versions["data_version"],
+                                                versions["protocol"], may_serve, why_not)
         if selection["promoted"]:
             selection["bento_tag"] = tracker.export_champion(
                 bundle_dir, labels={"alias": tracker.alias, "version": selection["version"]},
@@ -160,6 +207,220 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
     return float(metrics[tracker.primary_metric])
 
 
+@dataclasses.dataclass
+class _Ctx:
+    """What every protocol's fit and evaluation shares within one run."""
+    cfg: DictConfig
+    ev: routing.EvalConfig
+    data: TrainingData
+    table: routing.PromptTable
+    pref_cfg: PreferenceConfig
+    priors: dict
+    val_groups: set
+    val_sets: list
+    clf_dir: Path
+    clf_inputs: dict
+    user_pref: object
+    cache: EmbeddingCache
+    bundles: Path
+    metrics: dict
+
+    def fit(self, h: P.Holdout) -> routing.Fit:
+        held_texts = ()
+        if len(self.data.feedback_comparisons) and h.groups:
+            held_texts = self.table_texts(h.groups)
+        fit = routing.fit_protocol(self.pref_cfg, self.table, self.data, self.ev, h, self.val_groups,
+                                   self.val_sets, self.priors, held_texts)
+        lobo_sources = self.ev.lobo.get(h.benchmark, ()) if h.benchmark else ()
+        inputs = {"outcomes": fit.pool.outcomes, "comparisons": fit.pool.comparisons,
+                  "knn": fit.pool.outcomes if fit.knn is not None else None,
+                  "classifier": self._classifier_rows()}
+        fb = fit.pool.comparisons[fit.pool.comparisons["source"] == "feedback"]
+        if len(fb) and held_texts:
+            inputs["feedback"] = fb.assign(leak=P.feedback_leaks(fb["prompt"].tolist(), held_texts))
+        if h.benchmark is not None or h.subset is not None or h.fold is not None:
+            P.check_no_leak(h, inputs, self.data, lobo_sources)
+        self.metrics[f"head/{h.name}/mf_weight"] = fit.mf_weight
+        self.metrics.update({f"head/{h.name}/val_apgr_w{w:g}": v for w, v in fit.validation.items()})
+        return fit
+
+    def _classifier_rows(self):
+        import pandas as pd
+        return pd.concat([self.clf_inputs["train"], self.clf_inputs["validation"]], ignore_index=True)
+
+    def table_texts(self, groups: set) -> list[str]:
+        import pandas as pd
+        frames = [self.data.outcomes[["prompt", "dup_group"]], self.data.comparisons[["prompt", "dup_group"]]]
+        allp = pd.concat(frames, ignore_index=True)
+        return allp.loc[allp["dup_group"].astype(str).isin(groups), "prompt"].drop_duplicates().tolist()
+
+    def bundle(self, fit: routing.Fit, folder: Path, info: dict, metrics: dict | None = None) -> Path:
+        return save_bundle(folder, cfg=self.cfg, classifier=self.clf_dir, preference=fit.preference,
+                           user_preference=self.user_pref, metrics=metrics or {},
+                           info={**info, "protocol_name": fit.holdout.name}, features=self.cfg.training.features,
+                           bundle_options=OmegaConf.to_container(self.cfg.training.bundle, resolve=True),
+                           knn=fit.knn, mf_weight=fit.mf_weight)
+
+    @property
+    def cost_weight(self) -> float:
+        return float(self.cfg.router.settings.cost_weight)
+
+
+def evaluate_champion(ctx: _Ctx, champ: routing.Fit, router, metrics: dict) -> served.NModelSweep | None:
+    ev, data, table = ctx.ev, ctx.data, ctx.table
+    # the served router reads the cached encoder states only if they are the served encoder's
+    sample = ctx.table.texts[:: max(1, len(ctx.table.texts) // 40)][:40]
+    metrics.update({f"served/batch_vs_alone/{k}": v for k, v in served.check_cache(router, sample).items()})
+    # validation: two-model sets and the N-model slice, through the served router (what the gate reads)
+    for vs in ctx.val_sets:
+        if len(vs) < 2:
+            continue
+        dq = champ.head(table, table.idx(vs.meta["prompt_id"]), [vs.strong, vs.weak])
+        knobs = served.switch_knobs(dq[:, 0] - dq[:, 1], ctx.cost_weight, ev.knob_points)
+        sw = served.sweep_two_model(router, vs.meta["prompt"].tolist(), vs.strong, vs.weak, knobs)
+        r = served.two_model_result(sw, vs.s, vs.w)
+        metrics[f"val/two_model/{vs.name}/router/apgr"] = r.apgr if r is not None else float("nan")
+        metrics[f"val/two_model/{vs.name}/n"] = len(vs)
+    score, cost = routing.nmodel_matrix(data, ev.nmodel_sources, ["train"])
+    vmask = data.outcomes.drop_duplicates("prompt_id").set_index("prompt_id").loc[score.index, "dup_group"] \
+        .astype(str).isin(ctx.val_groups).to_numpy() if len(score) else np.zeros(0, bool)
+    if vmask.sum() >= 2:
+        vs = served.sweep_n_model(router, _texts(data, score.index[vmask]), list(score.columns),
+                                  score[vmask].to_numpy(), cost[vmask].to_numpy(), default_knob=ev.default_knob)
+        metrics.update({f"val/routerbench/{k}": v for k, v in vs.metrics.items()})
+    # RouterBench test: N models, real dollars
+    score, cost = routing.nmodel_matrix(data, ev.nmodel_sources, [ev.nmodel_test_split])
+    nm = None
+    if len(score):
+        texts = _texts(data, score.index)
+        nm = served.sweep_n_model(router, texts, list(score.columns), score.to_numpy(), cost.to_numpy(),
+                                  default_knob=ev.default_knob)
+        metrics.update({f"routerbench/{k}": v for k, v in nm.metrics.items()})
+        metrics.update({f"routerbench/router/mix/{m}": v for m, v in nm.mix.items()})
+        rows = table.idx(score.index)
+        train = champ.pool.outcomes[champ.pool.outcomes["source"].isin(ev.nmodel_sources)]
+        est = train.groupby("model")["cost"].mean().reindex(score.columns)
+        est = est.fillna(cost.mean()).to_numpy()
+        preds = {"head": champ.head(table, rows, list(score.columns))}
+        preds.update({n: f(rows, list(score.columns)) for n, f in routing.make_baselines(
+            [b for b in ev.baselines if b not in ("random", "oracle")], champ.pool, table, ev, ctx.priors).items()})
+        y, c = score.to_numpy(float), cost.to_numpy(float)
+        curves = {n: M.cost_quality_curve(p, y, c, cost_estimate=est) for n, p in preds.items()}
+        if "random" in ev.baselines:
+            curves["random"] = M.random_router_curve(y, c)
+        if "oracle" in ev.baselines:
+            curves["oracle"] = M.oracle_cost_quality(y, c)
+        q_best, c_best = nm.single_quality[nm.best], nm.single_cost[nm.best]
+        for n, cv in curves.items():
+            ctm = M.cost_to_match(cv, q_best)
+            metrics[f"routerbench/{n}/cost_to_match_best"] = ctm
+            metrics[f"routerbench/{n}/cost_ratio_to_match_best"] = ctm / c_best if c_best > 0 else float("nan")
+            metrics[f"routerbench/{n}/quality_at_best_cost"] = M.quality_at_cost(cv, c_best)
+            metrics[f"routerbench/{n}/quality_at_half_best_cost"] = M.quality_at_cost(cv, c_best / 2)
+        nm.baselines = curves
+    # the product's models on held-out outcome data (plugs in when the data has them)
+    for src, split in dict(ev.product_sources).items():
+        offered = set(router.catalog.offered)
+        score, cost = routing.nmodel_matrix(data, [src], [split])
+        keep = [m for m in score.columns if m in offered]
+        if len(score) < 2 or len(keep) < 2:
+            log.warning("product models: %s/%s has %d prompts and offered models %s; skipped", src, split,
+                        len(score), keep)
+            continue
+        pm = served.sweep_n_model(router, _texts(data, score.index), keep, score[keep].to_numpy(),
+                                  cost[keep].to_numpy(), default_knob=ev.default_knob)
+        metrics.update({f"product/{src}/{k}": v for k, v in pm.metrics.items()})
+        metrics.update({f"product/{src}/router/mix/{m}": v for m, v in pm.mix.items()})
+        metrics[f"product/{src}/best_model_is/{keep[pm.best]}"] = 1.0
+    # the realistic mix at the default knob
+    texts = mix_prompts(data, ev)
+    if texts:
+        rep = served.mix_report(router, texts, router.catalog.resolve(ev.mix_reference), ev.default_knob)
+        log_json(rep, "mix_report.json")
+        metrics.update({f"mix/{k}": v for k, v in rep.items() if isinstance(v, (int, float))})
+        metrics.update({f"mix/share/{m}": v for m, v in rep["mix"].items()})
+        metrics.update({f"mix/tier/{t}": v for t, v in rep["tiers"].items()})
+        metrics.update({f"mix/source/{s}": v for s, v in rep["score_sources"].items()})
+    return nm
+
+
+def _texts(data: TrainingData, prompt_ids) -> list[str]:
+    first = data.outcomes.drop_duplicates("prompt_id").set_index("prompt_id")["prompt"]
+    return first.loc[list(prompt_ids)].astype(str).tolist()
+
+
+def mix_prompts(data: TrainingData, ev: routing.EvalConfig) -> list[str]:
+    import pandas as pd
+    frames = [p.loc[p["source"].isin(ev.mix_prompt_sources), "prompt"] for p in data.prompts.values()]
+    c = data.comparisons
+    frames.append(c.loc[c["source"].isin(ev.mix_comparison_sources), "prompt"])
+    return pd.concat(frames).astype(str).drop_duplicates().tolist()
+
+
+def evaluate_two_model(ctx: _Ctx, holdouts: list[P.Holdout]) -> dict:
+    """(family, bench, router) -> TwoModelResult for the served router and the baselines, each
+    prompt scored by the protocol that held it out; the families' sweeps share their knobs."""
+    ev, data, table = ctx.ev, ctx.data, ctx.table
+    bench_of = {s: b for b, srcs in ev.lobo.items() for s in srcs}
+    rl = routing.outcome_pairs(data, "routellm", ev.two_model_benchmarks, ev.strong, ev.weak, ["eval"])
+    rl.meta["bench"] = rl.meta["source"].map(bench_of)
+    chat = routing.chat_pairs(data, "chat", ev.loso_source, ev.chat_strong, ev.chat_weak)
+    chat.meta["bench"] = "chat"
+    jobs = []    # (family, holdout, fit-bundle, {bench: PairSet})
+    for h in holdouts:
+        if h.fold is not None:
+            fam, sets = "heldout", _by_bench(rl.take(rl.meta["fold"].astype("Float64") == float(h.fold)))
+        elif h.benchmark is not None:
+            fam, sets = "lobo", _by_bench(rl.take(rl.meta["bench"] == h.benchmark))
+        else:
+            fam, sets = "loso", {"chat": chat.take(chat.meta["subset"].astype(str) == h.subset[1])}
+        sets = {b: ps for b, ps in sets.items() if len(ps)}
+        if not sets:
+            continue
+        for ps in sets.values():   # what is scored is held out by construction
+            missing = set(ps.meta["dup_group"].astype(str)) - h.groups
+            assert not missing, f"{h.name}: {len(missing)} scored prompts are not held out"
+        fit = ctx.fit(h)
+        raw = {b: routing.baseline_scores(fit, table, ev, ps, ctx.priors) for b, ps in sets.items()}
+        jobs.append((fam, h, ctx.bundle(fit, ctx.bundles / _name(h), info={}), sets, raw))
+        del fit
+    results: dict = {}
+    for fam in ("heldout", "lobo", "loso"):
+        fj = [j for j in jobs if j[0] == fam]
+        for bench in sorted({b for j in fj for b in j[3]}):
+            parts = [(h, bdir, sets[bench], raw[bench]) for _, h, bdir, sets, raw in fj if bench in sets]
+            s = np.concatenate([p[2].s for p in parts])
+            w = np.concatenate([p[2].w for p in parts])
+            if abs(s.mean() - w.mean()) < 1e-12:
+                log.warning("%s/%s: strong and weak have the same quality; APGR undefined, skipped", fam, bench)
+                continue
+            for name in parts[0][3]:
+                sc = np.concatenate([p[3][name] for p in parts])
+                results[(fam, bench, name)] = M.two_model_sweep(sc, s, w)
+            pooled = routing.PairSet(bench, parts[0][2].strong, parts[0][2].weak, None, s, w)
+            results.update({(fam, bench, n): r for n, r in routing.fixed_baselines(pooled, ev.baselines).items()})
+            dq = np.concatenate([p[3]["head"] for p in parts])
+            knobs = served.switch_knobs(dq, ctx.cost_weight, ev.knob_points)
+            sweeps = []
+            for h, bdir, ps, _ in parts:
+                router = load_router(bdir, embedding_cache=ctx.cache)
+                sw = served.sweep_two_model(router, ps.meta["prompt"].tolist(), ps.strong, ps.weak, knobs)
+                sweeps.append(sw)
+                r = served.two_model_result(sw, ps.s, ps.w) if fam == "loso" else None
+                if r is not None:
+                    results[(fam, f"chat_{h.subset[1]}", "router")] = r
+            pooled_sw = served.concat(sweeps)
+            results[(fam, bench, "router")] = served.two_model_result(pooled_sw, s, w)
+            ctx.metrics.update({f"two_model/{fam}/{bench}/router/tier{t}_share": v
+                                for t, v in pooled_sw.tier_share.items()})
+            ctx.metrics[f"two_model/{fam}/{bench}/router/knobs"] = len(knobs)
+    return results
+
+
+def _by_bench(ps: routing.PairSet) -> dict:
+    return {b: ps.take(ps.meta["bench"] == b) for b in sorted(ps.meta["bench"].dropna().unique())}
+
+
 def seed_everything(seed: int) -> None:
     import random
 
@@ -169,4 +430,5 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
-__all__ = ["run", "seed_everything", "check_config", "model_priors"]
+__all__ = ["run", "seed_everything", "check_config", "model_priors", "data_version", "protocol_version", "servable",
+           "evaluate_two_model", "evaluate_champion", "mix_prompts"]

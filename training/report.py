@@ -1,4 +1,7 @@
-"""Metrics as flat names, the side-by-side quality table, and the plots."""
+"""Metrics as flat names, the side-by-side quality table, and the plots.
+"router" is the served Router (its bundle loaded as the service loads it, swept
+over the knob); "head" is the same quality head's raw scores thresholded; the
+rest are baselines."""
 from __future__ import annotations
 
 import math
@@ -7,29 +10,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.routing import NModelEval, TwoModelEval
-
-ROUTER_ORDER = ("ensemble", "mf", "knn", "classifier_prior", "length", "random", "oracle")
-
-
-def _short(bench: str) -> str:
-    return bench.replace("routellm_", "")
+ROUTER_ORDER = ("router", "head", "knn", "classifier_prior", "length", "random", "oracle")
+FAMILY_TITLES = {"lobo": "leave one benchmark out (HEADLINE)", "loso": "leave one AlpacaEval subset out",
+                 "heldout": "in-domain 5-fold (secondary)"}
 
 
-def two_model_metrics(ev: TwoModelEval) -> dict[str, float]:
+def two_model_metrics(results: dict) -> dict[str, float]:
+    """(family, bench, router) -> TwoModelResult as flat metric names."""
     out = {}
-    for (proto, bench, router), r in ev.results.items():
-        protos = ("heldout", "ood") if proto == "all" else (proto,)
-        for p in protos:
-            key = f"two_model/{p}/{_short(bench)}/{router}"
-            out[f"{key}/apgr"] = r.apgr
-            out[f"{key}/cpt50"] = r.cpt50
-            out[f"{key}/cpt80"] = r.cpt80
+    for (fam, bench, router), r in results.items():
+        key = f"two_model/{fam}/{bench}/{router}"
+        out[f"{key}/apgr"] = r.apgr
+        out[f"{key}/cpt50"] = r.cpt50
+        out[f"{key}/cpt80"] = r.cpt80
     return out
-
-
-def n_model_metrics(ev: NModelEval | None) -> dict[str, float]:
-    return {} if ev is None else {f"routerbench/{k}": float(v) for k, v in ev.metrics.items()}
 
 
 def classifier_metrics(report: dict, prefix: str = "classifier/test") -> dict[str, float]:
@@ -50,13 +44,15 @@ def quality_table(metrics: dict[str, float]) -> pd.DataFrame:
     rows = {}
     for key, val in metrics.items():
         parts = key.split("/")
-        if parts[0] == "two_model" and len(parts) == 5:
-            _, proto, bench, router, m = parts
-            rows.setdefault(router, {})[f"{bench} {proto} {m.upper()}"] = val
+        if parts[0] == "two_model" and len(parts) == 5 and parts[4] in ("apgr", "cpt50", "cpt80"):
+            _, fam, bench, router, m = parts
+            rows.setdefault(router, {})[f"{bench} {fam} {m.upper()}"] = val
         elif parts[0] == "routerbench" and len(parts) == 3:
             _, router, m = parts
             rows.setdefault(router, {})[f"RB {m}"] = val
     df = pd.DataFrame.from_dict(rows, orient="index")
+    if df.empty:
+        return df
     order = [r for r in ROUTER_ORDER if r in df.index] + [r for r in df.index if r not in ROUTER_ORDER]
     df = df.loc[order]
     cols = sorted(df.columns, key=lambda c: (c.startswith("RB"), c))
@@ -66,15 +62,17 @@ def quality_table(metrics: dict[str, float]) -> pd.DataFrame:
 def format_table(metrics: dict[str, float]) -> str:
     df = quality_table(metrics)
     fmt = lambda v: f"{v:.3f}"  # noqa: E731
-    two = [c for c in df.columns if c.endswith(("APGR", "CPT50", "CPT80"))]
-    rb = [c for c in ("RB cost_to_match_best", "RB cost_ratio_to_match_best", "RB quality_at_best_cost",
-                      "RB quality_at_half_best_cost") if c in df.columns]
     lines = []
-    for bench_proto in sorted({c.rsplit(" ", 1)[0] for c in two}):
-        cols = [f"{bench_proto} {k}" for k in ("APGR", "CPT50", "CPT80") if f"{bench_proto} {k}" in df.columns]
-        lines.append(f"== {bench_proto} (two-model: gpt-4-1106-preview vs Mixtral-8x7B)")
-        lines.append(df[cols].rename(columns=lambda c: c.rsplit(" ", 1)[1]).to_string(
-            float_format=fmt, na_rep="-"))
+    two = [c for c in df.columns if c.endswith(("APGR", "CPT50", "CPT80"))]
+    for fam in ("lobo", "loso", "heldout"):
+        cols = [c for c in two if c.split(" ")[1] == fam and c.endswith("APGR")]
+        if not cols:
+            continue
+        lines.append(f"== two-model APGR, {FAMILY_TITLES[fam]} (strong GPT-4 Turbo 1106 vs weak Mixtral-8x7B)")
+        sub = df[cols].rename(columns=lambda c: c.split(" ")[0]).dropna(how="all")
+        lines.append(sub.to_string(float_format=fmt, na_rep="-"))
+    rb = [c for c in ("RB cost_ratio_to_match_best", "RB cost_to_match_best", "RB quality_at_best_cost",
+                      "RB quality_at_half_best_cost") if c in df.columns]
     if rb:
         lines.append("== RouterBench test (N models, real dollar costs)")
         lines.append(df[rb].dropna(how="all").rename(columns=lambda c: c[3:]).to_string(float_format=fmt, na_rep="-"))
@@ -82,6 +80,29 @@ def format_table(metrics: dict[str, float]) -> str:
         lines.append(f"RouterBench best single model: quality {metrics['routerbench/best_model_quality']:.3f} "
                      f"at ${metrics['routerbench/best_model_cost']:.2f} over "
                      f"{int(metrics['routerbench/n_prompts'])} test prompts")
+    prod = sorted({k.split("/")[1] for k in metrics if k.startswith("product/")})
+    for src in prod:
+        p = f"product/{src}"
+        if f"{p}/router/cost_ratio_to_match_best" in metrics:
+            mix = ", ".join(f"{k.rsplit('/', 1)[1]} {v:.0%}" for k, v in metrics.items()
+                            if k.startswith(f"{p}/router/mix/") and v > 0)
+            lines.append(f"== product models, {src} (held out): cost to match the best offered model "
+                         f"{metrics[f'{p}/router/cost_ratio_to_match_best']:.3f} of its cost; quality at its cost "
+                         f"{metrics[f'{p}/router/quality_at_best_cost']:.3f} (best {metrics[f'{p}/best_model_quality']:.3f}); "
+                         f"mix at the default knob: {mix}")
+    if "mix/mean_expected_quality" in metrics:
+        share = ", ".join(f"{k.rsplit('/', 1)[1]} {v:.0%}" for k, v in sorted(
+            ((k, v) for k, v in metrics.items() if k.startswith("mix/share/")), key=lambda kv: -kv[1]))
+        lines.append(f"== realistic mix (arena-hard + AlpacaEval instructions, {int(metrics['mix/n'])} prompts) "
+                     f"at knob {metrics['mix/knob']:.2f}: {share}")
+        lines.append(f"mean expected quality {metrics['mix/mean_expected_quality']:.3f} vs always-Opus "
+                     f"{metrics['mix/reference_expected_quality']:.3f} ({metrics['mix/quality_vs_reference']:.1%}); "
+                     f"estimated cost ${metrics['mix/cost']:.2f} vs ${metrics['mix/reference_cost']:.2f} "
+                     f"({metrics['mix/cost_vs_reference']:.1%})")
+    val = {k[4:]: v for k, v in metrics.items() if k.startswith("val/") and k.count("/") >= 2
+           and k.endswith(("apgr", "macro_f1", "quality_at_half_best_cost"))}
+    if val:
+        lines.append("validation (what selection reads): " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(val.items())))
     clf = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("classifier/test/")
            and k.count("/") == 2}
     if clf:
@@ -98,51 +119,49 @@ def _plt():
     return plt
 
 
-def plot_two_model(ev: TwoModelEval, folder: Path) -> list[Path]:
+def plot_two_model(results: dict, folder: Path) -> list[Path]:
     plt = _plt()
     paths = []
-    benches = sorted({b for _, b, _ in ev.results})
-    protos = sorted({p for p, _, _ in ev.results if p != "all"})
-    for bench in benches:
-        for proto in protos:
-            fig, ax = plt.subplots(figsize=(6, 4.5))
-            for (p, b, router), r in sorted(ev.results.items(), key=lambda kv: ROUTER_ORDER.index(kv[0][2])
-                                            if kv[0][2] in ROUTER_ORDER else 99):
-                if b != bench or p not in (proto, "all"):
-                    continue
-                style = "--" if router in ("random", "oracle") else "-"
-                ax.plot(r.share, r.quality, style, label=f"{router} (APGR {r.apgr:.3f})")
-            ax.set_xlabel("share of calls to the strong model")
-            ax.set_ylabel("quality (mean correctness)")
-            ax.set_title(f"{_short(bench)} ({proto})")
-            ax.legend(fontsize=8)
-            ax.grid(alpha=0.3)
-            path = folder / f"two_model_{_short(bench)}_{proto}.png"
-            fig.tight_layout()
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            paths.append(path)
+    for fam, bench in sorted({(f, b) for f, b, _ in results}):
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        items = sorted(((r, res) for (f, b, r), res in results.items() if (f, b) == (fam, bench)),
+                       key=lambda kv: ROUTER_ORDER.index(kv[0]) if kv[0] in ROUTER_ORDER else 99)
+        for router, r in items:
+            style = "--" if router in ("random", "oracle") else "-"
+            ax.plot(r.share, r.quality, style, marker="." if router == "router" else None,
+                    label=f"{router} (APGR {r.apgr:.3f})")
+        ax.set_xlabel("share of calls to the strong model")
+        ax.set_ylabel("quality")
+        ax.set_title(f"{bench} ({FAMILY_TITLES.get(fam, fam)})", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        path = folder / f"two_model_{bench}_{fam}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
     return paths
 
 
-def plot_n_model(ev: NModelEval | None, folder: Path) -> list[Path]:
+def plot_n_model(ev, folder: Path, name: str = "routerbench", title: str = "RouterBench test") -> list[Path]:
     if ev is None:
         return []
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
-    for name, cv in ev.curves.items():
-        style = "--" if name in ("random", "oracle") else "-"
-        ax.plot(cv.frontier_cost, cv.frontier_quality, style, marker=".", label=name)
+    ax.plot(ev.curve.frontier_cost, ev.curve.frontier_quality, "-", marker="o", label="router (served)")
+    for n, cv in getattr(ev, "baselines", {}).items():
+        style = "--" if n in ("random", "oracle") else ":"
+        ax.plot(cv.frontier_cost, cv.frontier_quality, style, marker=".", label=n)
     ax.scatter(ev.single_cost, ev.single_quality, c="k", s=14, zorder=5, label="single models")
     for m, x, y in zip(ev.models, ev.single_cost, ev.single_quality):
         ax.annotate(m, (x, y), fontsize=6, alpha=0.7)
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlabel("total cost of the test prompts (USD)")
     ax.set_ylabel("quality (mean score)")
-    ax.set_title("RouterBench test: cost-quality frontier")
+    ax.set_title(f"{title}: cost-quality frontier over the knob")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    path = folder / "routerbench_cost_quality.png"
+    path = folder / f"{name}_cost_quality.png"
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,13 +1,8 @@
-"""Steps 3-5: the preference model's training sets, its fits per evaluation
-protocol, the baselines, and the routing evaluation (RouteLLM two-model
-protocol on MMLU/GSM8K, N-model cost-quality on RouterBench).
-
-Protocols (no prompt is scored by a model trained on it):
-- ``heldout``: k-fold over the RouteLLM eval sets' `fold` column; fold k is
-  scored by a model trained on all training data plus the other folds.
-- ``ood``: one model trained without any row of the two-model benchmarks
-  (nor rows whose `benchmark` is listed in `ood_exclude_benchmarks`).
-- RouterBench: the champion fit (train splits only) scores the test split.
+"""Steps 3-5: the preference model's training sets per evaluation protocol
+(`training.protocols`), its fits, the blend weight chosen on validation, the
+baselines, and the evaluation sets (RouteLLM MMLU/GSM8K pairs, AlpacaEval judge
+pairs, RouterBench and product-model outcome matrices). What the served router
+decides on them is `training.served`.
 """
 from __future__ import annotations
 
@@ -23,7 +18,8 @@ from autoroute import metrics as M
 from autoroute.bundle import blend
 from autoroute.preference import PreferenceConfig, PreferenceModel
 
-from training.data import DataError, TrainingData
+from training.data import TrainingData
+from training.protocols import Holdout, feedback_leaks
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +31,6 @@ class EvalConfig:
     weak: str = "mixtral-8x7b-instruct"
     two_model_benchmarks: tuple[str, ...] = ("routellm_mmlu", "routellm_gsm8k")
     folds: int = 5
-    ood_exclude_benchmarks: tuple[str, ...] = ("mmlu", "gsm8k")
     nmodel_sources: tuple[str, ...] = ("routerbench_arc_challenge", "routerbench_mbpp", "routerbench_winogrande")
     nmodel_test_split: str = "test"
     drop_derived_comparisons: tuple[str, ...] = (
@@ -47,8 +42,25 @@ class EvalConfig:
     bucket_shrinkage: float = 5.0
     length_bins: int = 5
     baselines: tuple[str, ...] = ("random", "length", "knn", "classifier_prior", "oracle")
-    mf_weight: float = 0.5            # the "ensemble" router: w * mf + (1 - w) * knn (1.0 = no ensemble)
-    protocols: tuple[str, ...] = ("heldout", "ood")
+    # the quality head = w * mf + (1 - w) * knn, w chosen on the validation slice from this grid
+    mf_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    validation_fraction: float = 0.1
+    # leave one benchmark out: benchmark -> its RouteLLM evaluation source(s)
+    lobo: dict = field(default_factory=lambda: {"mmlu": ["routellm_mmlu"], "gsm8k": ["routellm_gsm8k"]})
+    # leave one subset out: chat judge preferences of chat_strong vs chat_weak
+    loso_source: str = "alpaca_eval"
+    loso_subsets: tuple[str, ...] = ("selfinstruct", "oasst", "koala", "helpful_base")
+    chat_strong: str = "gpt-4-1106-preview"
+    chat_weak: str = "mixtral-8x7b-instruct-concise"
+    knob_points: int = 30             # knob values per two-model sweep of the served router
+    # the product's models on held-out outcome data: source -> the split it is scored on
+    product_sources: dict = field(default_factory=dict)
+    product_splits: tuple[str, ...] = ("test",)
+    # the realistic mix at the default knob: prompts of these prompt sources and comparison sources
+    mix_prompt_sources: tuple[str, ...] = ("arena_hard_v01", "arena_hard_v2")
+    mix_comparison_sources: tuple[str, ...] = ("alpaca_eval",)
+    mix_reference: str = "claude-opus-4.5"
+    default_knob: float = 0.5
 
 
 def prompt_key(prompt: str) -> str:
@@ -94,33 +106,72 @@ class Pool:
     name: str = ""
 
 
-def training_pool(data: TrainingData, ev: EvalConfig, protocol: str, fold: int | None = None) -> Pool:
+def _drop_held(df: pd.DataFrame, h: Holdout, lobo_sources: Sequence[str], groups: set) -> pd.DataFrame:
+    """Rows of `df` a fit under protocol `h` may learn from (also without the validation slice)."""
+    keep = ~df["dup_group"].astype(str).isin(groups) if "dup_group" in df else pd.Series(True, index=df.index)
+    if h.benchmark is not None:
+        if "benchmark" in df:
+            keep &= df["benchmark"].astype("string").str.lower().fillna("") != h.benchmark
+        keep &= ~df["source"].isin(lobo_sources)
+    if h.subset is not None and "subset" in df:
+        keep &= ~((df["source"] == h.subset[0]) & (df["subset"].astype("string") == h.subset[1])).fillna(False)
+    return df[keep.to_numpy()]
+
+
+def feedback_rows(data: TrainingData) -> pd.DataFrame:
+    fb = data.feedback_comparisons
+    if not len(fb):
+        return pd.DataFrame(columns=["prompt_id", "prompt", "model_a", "model_b", "winner", "source", "split"])
+    fbc = pd.DataFrame({"prompt_id": _fb_ids(fb), "prompt": fb["prompt"], "model_a": fb["model_a"],
+                        "model_b": fb["model_b"], "winner": fb["winner"] if "winner" in fb else "model_a",
+                        "source": "feedback", "split": "train"})
+    if "preference" in fb:
+        fbc["preference"] = fb["preference"]
+    return fbc
+
+
+def training_pool(data: TrainingData, ev: EvalConfig, h: Holdout, val_groups: set,
+                  held_texts: Sequence[str] = ()) -> Pool:
+    """The rows protocol `h` learns from: training splits (+ the RouteLLM evaluation folds it
+    does not score), without its held-out groups, the held-out data itself, nor the validation
+    slice. ``held_texts``: the held-out prompts, to drop near-duplicate feedback prompts."""
     o, c = data.outcomes, data.comparisons
     is_eval = o["source"].isin(ev.two_model_benchmarks)
     base = o[o["split"].isin(ev.outcome_splits) & ~is_eval]
-    comps = c[c["split"].isin(ev.comparison_splits) & ~c["source"].isin(ev.drop_derived_comparisons)]
-    fb = data.feedback_comparisons
-    if len(fb):
-        fbc = pd.DataFrame({"prompt_id": _fb_ids(fb), "prompt": fb["prompt"],
-                            "model_a": fb["model_a"], "model_b": fb["model_b"],
-                            "winner": fb["winner"] if "winner" in fb else "model_a",
-                            "source": "feedback", "split": "train"})
-        if "preference" in fb:
-            fbc["preference"] = fb["preference"]
-        comps = pd.concat([comps, fbc], ignore_index=True)
-    if protocol == "champion":
-        extra = o[is_eval] if ev.champion_includes_eval_folds else o.iloc[:0]
-    elif protocol == "heldout":
-        extra = o[is_eval & (o["fold"] != fold)]
-    elif protocol == "ood":
-        extra = o.iloc[:0]
-        if "benchmark" in base:
-            base = base[~base["benchmark"].astype(str).str.lower().isin(ev.ood_exclude_benchmarks)]
-        comps = comps[~comps["source"].isin(ev.two_model_benchmarks)]
+    if h.fold is not None:
+        extra = o[is_eval & (o["fold"].astype("Float64") != float(h.fold)).fillna(True)]
     else:
-        raise ValueError(f"unknown protocol {protocol!r}")
-    return Pool(pd.concat([base, extra], ignore_index=True), comps.reset_index(drop=True),
-                f"{protocol}{'' if fold is None else fold}")
+        extra = o[is_eval] if ev.champion_includes_eval_folds else o.iloc[:0]
+    outcomes = pd.concat([base, extra], ignore_index=True)
+    comps = c[c["split"].isin(ev.comparison_splits) & ~c["source"].isin(ev.drop_derived_comparisons)]
+    lobo_sources = ev.lobo.get(h.benchmark, ()) if h.benchmark else ()
+    groups = h.groups | val_groups
+    outcomes = _drop_held(outcomes, h, lobo_sources, groups)
+    comps = _drop_held(comps, h, lobo_sources, groups)
+    fb = feedback_rows(data)
+    if len(fb) and len(held_texts):
+        fb = fb[~feedback_leaks(fb["prompt"].tolist(), held_texts)]
+    comps = pd.concat([comps, fb], ignore_index=True) if len(fb) else comps
+    return Pool(outcomes.reset_index(drop=True), comps.reset_index(drop=True), h.name)
+
+
+def classifier_prompts(data: TrainingData, holdouts: Sequence[Holdout], ev: EvalConfig) -> dict[str, pd.DataFrame]:
+    """The classifier's fine-tuning input (train + validation prompts) without any prompt of a
+    left-out benchmark or subset nor a near duplicate of one, so that one fine-tuned encoder
+    serves every protocol; the test prompts are untouched (reported only)."""
+    out = dict(data.prompts)
+    for split in ("train", "validation"):
+        df = out[split]
+        for h in holdouts:
+            if h.benchmark is not None or h.subset is not None:
+                df = _drop_held(df.assign(source_label=df["source_label"]), h, (), h.groups)
+                if h.benchmark is not None:   # labelled prompts name their benchmark in source / source_label
+                    lab = df["source_label"].astype("string").str.lower().fillna("")
+                    df = df[(df["source"].str.lower() != h.benchmark) & (lab != h.benchmark)]
+        log.info("classifier %s prompts: %d of %d after leaving out %s", split, len(df), len(out[split]),
+                 [h.name for h in holdouts if h.benchmark or h.subset])
+        out[split] = df.reset_index(drop=True)
+    return out
 
 
 def fit_preference(cfg: PreferenceConfig, table: PromptTable, pool: Pool, priors: dict[str, float]
@@ -215,122 +266,145 @@ def make_baselines(names: Sequence[str], pool: Pool, table: PromptTable, ev: Eva
     return out
 
 
-# ----------------------------------------------------------------------------- two-model
+# ----------------------------------------------------------------------------- evaluation sets
 @dataclass
-class TwoModelEval:
-    results: dict = field(default_factory=dict)   # (protocol, benchmark, router) -> TwoModelResult
+class PairSet:
+    """A two-model set: per prompt, the true score of the strong and of the weak model."""
+    name: str
+    strong: str
+    weak: str
+    meta: pd.DataFrame            # one row per prompt: prompt_id, prompt, source, dup_group (+ fold, subset, benchmark)
+    s: np.ndarray
+    w: np.ndarray
+
+    def take(self, mask) -> "PairSet":
+        m = np.asarray(mask, bool)
+        return PairSet(self.name, self.strong, self.weak, self.meta[m].reset_index(drop=True), self.s[m], self.w[m])
+
+    def __len__(self) -> int:
+        return len(self.s)
 
 
-def evaluate_two_model(data: TrainingData, table: PromptTable, ev: EvalConfig, pref_cfg: PreferenceConfig,
-                       priors: dict[str, float], progress: bool = True) -> TwoModelEval:
+def outcome_pairs(data: TrainingData, name: str, sources: Sequence[str], strong: str, weak: str,
+                  splits: Sequence[str]) -> PairSet:
     o = data.outcomes
-    ev_rows = o[o["source"].isin(ev.two_model_benchmarks) & o["model"].isin([ev.strong, ev.weak])]
-    mat = ev_rows.pivot_table(index="prompt_id", columns="model", values="score", aggfunc="mean").dropna()
-    if mat.empty:
-        raise DataError(f"evaluation: no prompt of {list(ev.two_model_benchmarks)} has outcomes of both "
-                        f"{ev.strong!r} and {ev.weak!r}")
-    meta = ev_rows.drop_duplicates("prompt_id").set_index("prompt_id").loc[mat.index]
-    rows = table.idx(mat.index)
-    strong, weak = mat[ev.strong].to_numpy(), mat[ev.weak].to_numpy()
-    scores: dict[tuple[str, str], np.ndarray] = {}
-    jobs = []
-    for proto in ev.protocols:
-        if proto == "heldout":
-            folds = sorted(meta["fold"].dropna().astype(int).unique())[:ev.folds] if "fold" in meta else []
-            jobs += [("heldout", f) for f in folds]
-        elif proto == "ood":
-            jobs.append(("ood", None))
-        else:
-            raise ValueError(f"evaluation.protocols: unknown protocol {proto!r} (heldout, ood)")
-    from tqdm.auto import tqdm
-    for proto, fold in tqdm(jobs, desc="two-model protocols", disable=not progress):
-        target = (meta["fold"].astype(float) == fold).to_numpy() if proto == "heldout" else np.ones(len(meta), bool)
-        pool = training_pool(data, ev, proto, fold)
-        overlap = set(pool.outcomes["prompt_id"]) & set(mat.index[target])
-        assert not overlap, f"{proto}{fold}: {len(overlap)} scored prompts are in the training pool"
-        model = fit_preference(pref_cfg, table, pool, priors)
-        pair = [ev.strong, ev.weak]
-        # router score = predicted quality gain P(strong right) - P(weak right); measured better
-        # than the logit difference (MMLU held-out APGR 0.663 vs 0.601)
-        preds = {"mf": model.predict(table.emb[rows[target]], pair)}
-        for name, f in make_baselines([b for b in ev.baselines if b not in ("random", "oracle")],
-                                      pool, table, ev, priors).items():
-            preds[name] = f(rows[target], pair)
-        if ev.mf_weight < 1.0:
-            knn = preds.get("knn")
-            if knn is None:
-                knn = knn_from_pool(pool, table, ev.knn_k, priors).predict(table.emb[rows[target]], pair)
-            preds["ensemble"] = blend(preds["mf"], knn, ev.mf_weight)
-        for name, p in preds.items():
-            s = scores.setdefault((proto, name), np.full(len(mat), np.nan))
-            s[target] = p[:, 0] - p[:, 1]
-    out = TwoModelEval()
-    for bench in ev.two_model_benchmarks:
-        m = (meta["source"] == bench).to_numpy()
-        if not m.any():
+    rows = o[o["source"].isin(sources) & o["split"].isin(splits) & o["model"].isin([strong, weak])]
+    mat = rows.pivot_table(index="prompt_id", columns="model", values="score", aggfunc="mean")
+    mat = mat.dropna() if {strong, weak} <= set(mat.columns) else mat.iloc[:0].reindex(columns=[strong, weak])
+    meta = rows.drop_duplicates("prompt_id").set_index("prompt_id").loc[mat.index].reset_index()
+    return PairSet(name, strong, weak, meta, mat[strong].to_numpy(float), mat[weak].to_numpy(float))
+
+
+def chat_pairs(data: TrainingData, name: str, source: str, strong: str, weak: str,
+               splits: Sequence[str] | None = None) -> PairSet:
+    """Judge preferences between `strong` and `weak`: strong's score = P(strong's answer is
+    preferred), weak's = 1 - that (soft labels, so the oracle stays well below 1)."""
+    c = data.comparisons
+    c = c[(c["source"] == source) & (((c["model_a"] == strong) & (c["model_b"] == weak))
+                                     | ((c["model_a"] == weak) & (c["model_b"] == strong)))]
+    if splits is not None:
+        c = c[c["split"].isin(splits)]
+    pref = c["preference"].astype(float).where(c["model_a"] == strong, 1.0 - c["preference"].astype(float))
+    df = c.assign(p=pref.to_numpy()).groupby("prompt_id", sort=True).agg(
+        prompt=("prompt", "first"), source=("source", "first"), subset=("subset", "first"),
+        split=("split", "first"), dup_group=("dup_group", "first"), p=("p", "mean")).reset_index()
+    return PairSet(name, strong, weak, df.drop(columns="p"), df["p"].to_numpy(float), 1.0 - df["p"].to_numpy(float))
+
+
+def allowed(meta: pd.DataFrame, h: Holdout, lobo_sources: Sequence[str], groups: set) -> np.ndarray:
+    """Which prompts of a set protocol `h` may use for validation (none of its held-out data)."""
+    keep = _drop_held(meta.assign(_i=np.arange(len(meta))), h, lobo_sources, groups)
+    m = np.zeros(len(meta), bool)
+    m[keep["_i"].to_numpy()] = True
+    return m
+
+
+# ----------------------------------------------------------------------------- fits per protocol
+@dataclass
+class Fit:
+    holdout: Holdout
+    pool: Pool
+    preference: PreferenceModel
+    knn: object | None
+    mf_weight: float
+    validation: dict = field(default_factory=dict)   # weight -> mean validation APGR
+
+    def head(self, table: PromptTable, rows: np.ndarray, models: Sequence[str]) -> np.ndarray:
+        """The quality head the bundle serves, on raw (cached) features."""
+        mf = self.preference.predict(table.emb[rows], list(models))
+        knn = self.knn.predict(table.emb[rows], list(models)) if self.knn is not None and self.mf_weight < 1 else None
+        return blend(mf, knn, self.mf_weight)
+
+
+def fit_protocol(pref_cfg: PreferenceConfig, table: PromptTable, data: TrainingData, ev: EvalConfig, h: Holdout,
+                 val_groups: set, val_sets: Sequence[PairSet], priors: dict[str, float],
+                 held_texts: Sequence[str] = ()) -> Fit:
+    """Fit the preference model and the kNN head on the protocol's pool; choose the blend weight
+    on the validation slice (two-model APGR of each validation set), never on test data."""
+    pool = training_pool(data, ev, h, val_groups, held_texts)
+    pref = fit_preference(pref_cfg, table, pool, priors)
+    weights = sorted(set(float(w) for w in ev.mf_weights))
+    knn = knn_from_pool(pool, table, ev.knn_k, priors) if min(weights) < 1.0 else None
+    lobo_sources = ev.lobo.get(h.benchmark, ()) if h.benchmark else ()
+    preds = []
+    for vs in val_sets:
+        vs = vs.take(allowed(vs.meta, h, lobo_sources, h.groups))
+        if len(vs) < 2 or np.allclose(vs.s, vs.w):
             continue
-        for (proto, name), s in scores.items():
-            ok = m & ~np.isnan(s)
-            out.results[(proto, bench, name)] = M.two_model_sweep(s[ok], strong[ok], weak[ok])
-        for name in ("random", "oracle"):
-            if name in ev.baselines:
-                sc = np.zeros(m.sum()) if name == "random" else M.oracle_two_model_scores(strong[m], weak[m])
-                out.results[("all", bench, name)] = M.two_model_sweep(sc, strong[m], weak[m])
+        rows = table.idx(vs.meta["prompt_id"])
+        mf = pref.predict(table.emb[rows], [vs.strong, vs.weak])
+        kn = knn.predict(table.emb[rows], [vs.strong, vs.weak]) if knn is not None else mf
+        preds.append((vs, mf, kn))
+    val = {}
+    for w in weights:
+        apgrs = []
+        for vs, mf, kn in preds:
+            p = blend(mf, kn, w)
+            apgrs.append(M.two_model_sweep(p[:, 0] - p[:, 1], vs.s, vs.w).apgr)
+        val[w] = float(np.mean(apgrs)) if apgrs else float("nan")
+    finite = {w: v for w, v in val.items() if np.isfinite(v)}
+    best = max(finite, key=lambda w: (finite[w], w)) if finite else max(weights)
+    log.info("%s: blend weight %.2f chosen on validation %s", h.name, best, {k: round(v, 4) for k, v in val.items()})
+    return Fit(h, pool, pref, knn if best < 1.0 else None, best, val)
+
+
+def baseline_scores(fit: Fit, table: PromptTable, ev: EvalConfig, ps: PairSet, priors: dict[str, float]
+                    ) -> dict[str, np.ndarray]:
+    """Raw router scores (predicted strong - weak) of the head and of the learnable baselines."""
+    rows = table.idx(ps.meta["prompt_id"])
+    pair = [ps.strong, ps.weak]
+    out = {"head": fit.head(table, rows, pair)}
+    for name, f in make_baselines([b for b in ev.baselines if b not in ("random", "oracle")],
+                                  fit.pool, table, ev, priors).items():
+        out[name] = f(rows, pair)
+    return {k: p[:, 0] - p[:, 1] for k, p in out.items()}
+
+
+def fixed_baselines(ps: PairSet, names: Sequence[str]) -> dict[str, M.TwoModelResult]:
+    out = {}
+    if "random" in names:
+        out["random"] = M.two_model_sweep(np.zeros(len(ps)), ps.s, ps.w)
+    if "oracle" in names:
+        out["oracle"] = M.two_model_sweep(M.oracle_two_model_scores(ps.s, ps.w), ps.s, ps.w)
     return out
 
 
-# ----------------------------------------------------------------------------- N-model
-@dataclass
-class NModelEval:
-    models: list[str]
-    curves: dict                      # router -> CostQualityCurve
-    single_cost: np.ndarray
-    single_quality: np.ndarray
-    best_model: str
-    metrics: dict
-
-
-def evaluate_n_model(data: TrainingData, table: PromptTable, ev: EvalConfig, champion: PreferenceModel,
-                     pool: Pool, priors: dict[str, float]) -> NModelEval | None:
+def nmodel_matrix(data: TrainingData, sources: Sequence[str], splits: Sequence[str], models: Sequence[str] | None = None,
+                  min_coverage: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(score, cost) prompt x model matrices over the models (nearly) every prompt has."""
     o = data.outcomes
-    test = o[o["source"].isin(ev.nmodel_sources) & (o["split"] == ev.nmodel_test_split)]
-    if test.empty:
-        log.warning("no N-model test rows for %s", list(ev.nmodel_sources))
-        return None
-    score, cost = _matrix(test), _matrix(test, "cost")
-    models = [m for m in score.columns if score[m].notna().mean() > 0.95 and cost[m].notna().mean() > 0.95]
-    keep = score[models].notna().all(1) & cost[models].notna().all(1)
-    score, cost = score.loc[keep, models], cost.loc[keep, models]
-    y, c = score.to_numpy(float), cost.to_numpy(float)
-    rows = table.idx(score.index)
-    train = pool.outcomes[pool.outcomes["source"].isin(ev.nmodel_sources) & pool.outcomes["cost"].notna()]
-    est = train.groupby("model")["cost"].mean().reindex(models)
-    est = est.fillna(pd.Series(c.mean(0), index=models)).to_numpy()
-    preds = {"mf": champion.predict(table.emb[rows], models)}
-    for name, f in make_baselines([b for b in ev.baselines if b not in ("random", "oracle")],
-                                  pool, table, ev, priors).items():
-        preds[name] = f(rows, models)
-    if ev.mf_weight < 1.0:
-        knn = preds.get("knn")
-        if knn is None:
-            knn = knn_from_pool(pool, table, ev.knn_k, priors).predict(table.emb[rows], models)
-        preds["ensemble"] = blend(preds["mf"], knn, ev.mf_weight)
-    curves = {name: M.cost_quality_curve(p, y, c, cost_estimate=est) for name, p in preds.items()}
-    if "random" in ev.baselines:
-        curves["random"] = M.random_router_curve(y, c)
-    if "oracle" in ev.baselines:
-        curves["oracle"] = M.oracle_cost_quality(y, c)
-    sc, sq = M.single_model_points(y, c)
-    best = int(np.lexsort((sc, -sq))[0])
-    metrics = {"n_prompts": int(len(y)), "best_model_quality": float(sq[best]), "best_model_cost": float(sc[best])}
-    for name, cv in curves.items():
-        ctm = M.cost_to_match(cv, sq[best])
-        metrics[f"{name}/cost_to_match_best"] = ctm
-        metrics[f"{name}/cost_ratio_to_match_best"] = ctm / sc[best] if sc[best] > 0 else float("nan")
-        metrics[f"{name}/quality_at_best_cost"] = M.quality_at_cost(cv, sc[best])
-        metrics[f"{name}/quality_at_half_best_cost"] = M.quality_at_cost(cv, sc[best] / 2)
-    return NModelEval(models, curves, sc, sq, models[best], metrics)
+    rows = o[o["source"].isin(sources) & o["split"].isin(splits)]
+    if models is not None:
+        rows = rows[rows["model"].isin(models)]
+    if rows.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    score, cost = _matrix(rows), _matrix(rows, "cost").reindex_like(_matrix(rows))
+    keep_m = [m for m in score.columns if score[m].notna().mean() > min_coverage]
+    score, cost = score[keep_m], cost[keep_m]
+    keep = score.notna().all(1)
+    return score[keep], cost[keep]
 
 
 __all__ = ["knn_from_pool", "EvalConfig", "PromptTable", "Pool", "training_pool", "fit_preference", "make_baselines",
-           "evaluate_two_model", "evaluate_n_model", "TwoModelEval", "NModelEval", "prompt_key"]
+           "prompt_key", "classifier_prompts", "PairSet", "outcome_pairs", "chat_pairs", "Fit", "fit_protocol",
+           "baseline_scores", "fixed_baselines", "nmodel_matrix", "allowed", "feedback_rows"]

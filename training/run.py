@@ -1,7 +1,9 @@
 """`python -m training.run [key=value ...] [experiment=<name>] [--multirun]`:
 train the task classifier and the preference model, evaluate them beside the
 baselines, log everything to MLflow, and register the winner (MLflow alias
-`champion` + BentoML model store). Returns the primary metric (for sweepers)."""
+`champion` + BentoML model store) when it beats the champion on validation;
+sweeps and sliced-data runs never replace it. Returns the primary (validation)
+metric, for sweepers."""
 from __future__ import annotations
 
 import os
@@ -23,6 +25,8 @@ register_resolvers()
 def main(cfg: DictConfig) -> float:
     from pathlib import Path
 
+    from hydra.types import RunMode
+
     from training import pipeline
 
     os.environ["BENTOML_HOME"] = str(cfg.paths.bentoml_home)
@@ -31,7 +35,8 @@ def main(cfg: DictConfig) -> float:
     data = instantiate(cfg.training.data, seed=cfg.seed)
     return pipeline.run(cfg, tracker, data, clf_cfg=instantiate(cfg.classifier),
                         pref_cfg=instantiate(cfg.preference), ev=instantiate(cfg.training.evaluation),
-                        out_dir=Path(HydraConfig.get().runtime.output_dir))
+                        out_dir=Path(HydraConfig.get().runtime.output_dir),
+                        sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
 
 
 if __name__ == "__main__":

@@ -141,26 +141,51 @@ class Tracker:
             return True
         return new > old + self.min_improvement if self.greater_is_better else new < old - self.min_improvement
 
-    def select_and_register(self, model_uri: str, metrics: Mapping[str, float], run_id: str) -> dict:
-        """Register `model_uri` under the alias only if it beats the current champion."""
+    def select_and_register(self, model_uri: str, metrics: Mapping[str, float], run_id: str,
+                            data_version: str | None = None, protocol: str | None = None,
+                            servable: bool = True, not_servable_reason: str = "") -> dict:
+        """The champion gate. `metrics[primary_metric]` is the run's VALIDATION score (the
+        pipeline builds it from `val/` terms only). A run that may not be served (a sweep, a
+        sliced-data run) never moves the alias. The candidate is compared with the champion only
+        when both were trained on the same data version and evaluated under the same protocol,
+        and must beat it by more than `min_improvement`; a champion from another data version or
+        protocol is not comparable and is replaced by a servable run."""
         new = metrics.get(self.primary_metric)
         mv, old = self.current_champion()
+        tags = dict(mv.tags or {}) if mv is not None else {}
         result = {"candidate": new, "previous": old, "previous_version": getattr(mv, "version", None),
-                  "promoted": False, "version": None}
-        if not self.register or not self.beats(new, old):
-            log.info("selection: %s %s does not beat the champion (%s); champion unchanged",
-                     self.primary_metric, new, old)
-            mlflow.MlflowClient().set_tag(run_id, "selection", "kept_champion")
-            return result
+                  "promoted": False, "version": None, "data_version": data_version, "protocol": protocol,
+                  "reason": ""}
         client = mlflow.MlflowClient()
+        comparable = mv is None or (tags.get("data_version") == data_version and tags.get("protocol") == protocol)
+        if not servable:
+            result["reason"] = f"not servable: {not_servable_reason}"
+        elif not self.register:
+            result["reason"] = "registration disabled (tracking.register=false)"
+        elif mv is not None and not comparable:
+            result["reason"] = (f"champion v{mv.version} was trained on data {tags.get('data_version')} under protocol "
+                                f"{tags.get('protocol')}: not comparable with data {data_version} / protocol "
+                                f"{protocol}; the run on the current data and protocol replaces it")
+        elif not self.beats(new, old):
+            result["reason"] = (f"{self.primary_metric} {new} does not beat the champion's {old} by more than "
+                                f"{self.min_improvement}")
+        else:
+            result["reason"] = f"{self.primary_metric} {new} beats {old} by more than {self.min_improvement}"
+        promote = servable and self.register and (not comparable or self.beats(new, old))
+        if not promote:
+            log.info("selection: champion unchanged (%s)", result["reason"])
+            client.set_tag(run_id, "selection", "not_servable" if not servable else "kept_champion")
+            client.set_tag(run_id, "selection_reason", result["reason"][:5000])
+            return result
         version = mlflow.register_model(model_uri, self.registered_model)
-        client.set_model_version_tag(self.registered_model, version.version, self.primary_metric, str(new))
-        client.set_model_version_tag(self.registered_model, version.version, "run_id", run_id)
+        for key, val in ((self.primary_metric, str(new)), ("run_id", run_id), ("data_version", data_version),
+                         ("protocol", protocol)):
+            client.set_model_version_tag(self.registered_model, version.version, key, str(val))
         client.set_registered_model_alias(self.registered_model, self.alias, version.version)
         client.set_tag(run_id, "selection", "champion")
+        client.set_tag(run_id, "selection_reason", result["reason"][:5000])
         result.update(promoted=True, version=str(version.version))
-        log.info("selection: version %s is the new %s (%s %.4f > %s)", version.version, self.alias,
-                 self.primary_metric, new, old)
+        log.info("selection: version %s is the new %s (%s)", version.version, self.alias, result["reason"])
         return result
 
     def export_champion(self, bundle_dir: str | Path, labels: Mapping[str, str], metadata: Mapping) -> str | None:

@@ -91,7 +91,7 @@ class BundleScorer(LearnedScorer):
 
     def __init__(self, classifier, preference=None, models: Sequence[str] = (), pref_ids: Sequence[str] = (),
                  encoder=None, num_threads: int | None = None, knn: KNNQuality | None = None,
-                 mf_weight: float = 1.0):
+                 mf_weight: float = 1.0, embedding_cache=None):
         self.classifier = classifier
         self.preference = preference
         self.models = tuple(models)              # catalog ids, as the router knows them
@@ -99,13 +99,27 @@ class BundleScorer(LearnedScorer):
         self.encoder = encoder                   # separate encoder (features == "base"), else None
         self.num_threads = num_threads
         self.knn, self.mf_weight = knn, float(mf_weight)
+        # an EmbeddingCache: the encoder's pooled states of texts seen before are read, not recomputed
+        # (keyed by this classifier's fingerprint; evaluation runs with it, serving without)
+        self.embedding_cache = embedding_cache
+
+    @property
+    def pref_ids(self) -> list[str]:
+        """The scored models as the preference model names them (same order as `models`)."""
+        return list(self._pref_ids)
 
     def score(self, texts: Sequence[str]) -> Scores:
         import torch
 
+        from autoroute.classifier import PooledEncoder
+
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
-        emb, probs = self.classifier.forward_texts(list(texts))
+        if self.embedding_cache is not None:
+            pooled = self.embedding_cache.encode(PooledEncoder(self.classifier), list(texts), progress=False)
+            emb, probs = self.classifier.from_pooled(pooled)
+        else:
+            emb, probs = self.classifier.forward_texts(list(texts))
         quality = None
         if self.preference is not None and self.models:
             feats = self.encoder.encode(list(texts)) if self.encoder is not None else emb
@@ -137,7 +151,13 @@ def save_bundle(folder: str | Path, *, cfg: DictConfig, classifier, preference=N
     folder.mkdir(parents=True)
     snap = config_snapshot(cfg, bundle_options)
     OmegaConf.save(snap, folder / "config.yaml")
-    classifier.save(folder / "classifier")
+    if isinstance(classifier, (str, Path)):   # a saved classifier folder: linked, not rewritten
+        import os
+        shutil.copytree(classifier, folder / "classifier", copy_function=os.link)
+        labels = json.loads((Path(classifier) / "classifier.json").read_text())["labels"]
+    else:
+        classifier.save(folder / "classifier")
+        labels = list(classifier.labels)
     scored, pref_ids = [], []
     if preference is not None:
         preference.save(folder / "preference.pt")
@@ -160,7 +180,7 @@ def save_bundle(folder: str | Path, *, cfg: DictConfig, classifier, preference=N
     manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "features": features,
                 "models": scored, "preference_ids": pref_ids,
                 "preference_models": list(preference.model_ids) if preference is not None else [],
-                "tasks": list(classifier.labels), "mf_weight": float(mf_weight) if knn is not None else 1.0,
+                "tasks": labels, "mf_weight": float(mf_weight) if knn is not None else 1.0,
                 **dict(info or {})}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     return folder
@@ -176,8 +196,8 @@ def read_manifest(folder: str | Path) -> dict:
     return man
 
 
-def load_scorer(folder: str | Path, quantize: bool | None = None, num_threads: int | None = None
-                ) -> BundleScorer:
+def load_scorer(folder: str | Path, quantize: bool | None = None, num_threads: int | None = None,
+                embedding_cache=None) -> BundleScorer:
     """The learned scorer of a bundle; `quantize` defaults to the snapshot's bundle.quantize."""
     from autoroute.classifier import TaskClassifier
     from autoroute.preference import PreferenceModel
@@ -196,7 +216,7 @@ def load_scorer(folder: str | Path, quantize: bool | None = None, num_threads: i
     threads = num_threads if num_threads is not None else opts.get("num_threads")
     knn = KNNQuality.load(folder / "knn.npz") if (folder / "knn.npz").exists() else None
     return BundleScorer(clf, pref, man.get("models", []), man.get("preference_ids", []), encoder, threads,
-                        knn=knn, mf_weight=float(man.get("mf_weight", 1.0)))
+                        knn=knn, mf_weight=float(man.get("mf_weight", 1.0)), embedding_cache=embedding_cache)
 
 
 def load_bundle_config(folder: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
@@ -206,10 +226,14 @@ def load_bundle_config(folder: str | Path, overrides: Sequence[str] = ()) -> Dic
     return snap
 
 
-def load_router(folder: str | Path, overrides: Sequence[str] = (), degraded_ok: bool = False):
+def load_router(folder: str | Path, overrides: Sequence[str] = (), degraded_ok: bool = False,
+                embedding_cache=None):
     """The full router (catalog + rules + settings from the snapshot, the learned
     scorer, the Tier 4 table). `overrides` are dotlist edits of the snapshot,
     e.g. ``router.settings.cost_weight_max=0.5`` or ``bundle.quantize=false``.
+
+    `embedding_cache` (an ``autoroute.embeddings.EmbeddingCache``): reuse the encoder states of
+    prompts this classifier encoded before (the evaluation of a training run).
 
     With `degraded_ok`, a bundle whose learned parts cannot be loaded still
     gives a rules-only router marked ``degraded``; otherwise the error is raised."""
@@ -222,7 +246,7 @@ def load_router(folder: str | Path, overrides: Sequence[str] = (), degraded_ok: 
     opts = cfg.get("bundle", {}) or {}
     try:
         scorer = load_scorer(folder, quantize=bool(opts.get("quantize", False)),
-                             num_threads=opts.get("num_threads"))
+                             num_threads=opts.get("num_threads"), embedding_cache=embedding_cache)
         up_path = folder / "user_preference.json"
         user_pref = load_user_preference(up_path) if up_path.exists() else NoUserPreference()
     except Exception as err:  # noqa: BLE001 - any broken learned part

@@ -232,6 +232,20 @@ class TaskClassifier:
         return clf.quantized() if quantize else clf
 
 
+class PooledEncoder:
+    """A classifier's pooled encoder states as an encoder for `autoroute.embeddings.EmbeddingCache`
+    (keyed by the classifier's fingerprint), so one pass is cached for training and evaluation."""
+
+    def __init__(self, clf: TaskClassifier):
+        self.clf, self.dim = clf, clf.dim
+
+    def fingerprint(self) -> str:
+        return "pooled-" + self.clf.fingerprint()
+
+    def encode(self, texts, progress=False, desc="encode"):
+        return self.clf.pooled(texts, progress, desc)
+
+
 # ----------------------------------------------------------------------------- training
 def _balanced(texts: Sequence[str], labels: np.ndarray, cap: int | None, seed: int):
     if not cap:
@@ -317,5 +331,5 @@ def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
     return clf, stats
 
 
-__all__ = ["ClassifierConfig", "TaskClassifierModel", "TaskClassifier", "train_classifier", "fit_temperature",
+__all__ = ["ClassifierConfig", "TaskClassifierModel", "TaskClassifier", "PooledEncoder", "train_classifier", "fit_temperature",
            "expected_calibration_error", "classification_report", "softmax"]

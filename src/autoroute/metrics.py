@@ -45,6 +45,7 @@ __all__ = [
     "apgr",
     "cpt",
     "two_model_sweep",
+    "two_model_points",
     "random_two_model",
     "oracle_two_model_scores",
     "route_n_models",
@@ -161,6 +162,20 @@ def two_model_sweep(
         q_strong=q_s,
         q_weak=q_w,
     )
+
+
+def two_model_points(share: np.ndarray, quality: np.ndarray, q_strong: float, q_weak: float) -> TwoModelResult:
+    """The same evaluation from measured (strong-call share, quality) points of a router swept
+    over its knob (the served Router's decisions). The end points always-weak ``(0, q_weak)``
+    and always-strong ``(1, q_strong)`` close the curve; between measured points it is linear
+    (a random mixture of the two neighbouring knob settings reaches any point in between)."""
+    x = np.concatenate([[0.0], np.asarray(share, dtype=float), [1.0]])
+    y = np.concatenate([[q_weak], np.asarray(quality, dtype=float), [q_strong]])
+    order = np.lexsort((y, x))
+    x, y = x[order], y[order]
+    p = pgr(y, q_weak, q_strong)
+    return TwoModelResult(share=x, quality=y, pgr=p, apgr=apgr(x, p), cpt50=cpt(x, p, 0.5), cpt80=cpt(x, p, 0.8),
+                          q_strong=float(q_strong), q_weak=float(q_weak))
 
 
 def random_two_model(strong: np.ndarray, weak: np.ndarray) -> TwoModelResult:

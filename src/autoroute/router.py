@@ -106,6 +106,13 @@ class Router:
 
     def route_batch(self, requests: Sequence[Request]) -> list[Decision]:
         """Decide a batch; the learned scorer runs once over the prompts that need it."""
+        return self.sweep(requests, None)[0]
+
+    def sweep(self, requests: Sequence[Request], knobs: Sequence[float] | None) -> list[list[Decision]]:
+        """``route_batch`` at each knob value (every request's ``cost_quality`` set to it), with
+        the tiers and the learned scorer run once for all of them: one list of decisions per
+        knob, identical to ``route_batch`` of the requests at that knob (the evaluation's
+        knob sweep; ``knobs=None``: the requests' own knobs)."""
         t0 = time.perf_counter()
         staged = [self._prepare(r) for r in requests]
         need = [i for i, st in enumerate(staged) if self._needs_scores(st)]
@@ -114,8 +121,13 @@ class Router:
             scores = self.scorer.score([requests[i].last_user_text for i in need])
         row_of = {i: k for k, i in enumerate(need)}
         out = []
-        for i, (req, sig, plan, pool) in enumerate(staged):
-            out.append(self._select(req, sig, plan, pool, scores, row_of.get(i), t0))
+        for knob in ([None] if knobs is None else knobs):
+            batch = []
+            for i, (req, sig, plan, pool) in enumerate(staged):
+                if knob is not None:
+                    req = req.model_copy(update={"cost_quality": float(knob)})
+                batch.append(self._select(req, sig, plan, pool, scores, row_of.get(i), t0))
+            out.append(batch)
         return out
 
     def _needs_scores(self, staged) -> bool:
@@ -186,7 +198,7 @@ class Router:
             dropped += [f"{m}: price unknown" for m in pool if not cat.cards[m].price.known]
             pool = [m for m in pool if cat.cards[m].price.known]
         if request.budget is not None:
-            out_tokens = self._output_tokens(request, None)
+            out_tokens = self.output_tokens(request, None)
             kept = []
             for m in pool:
                 cost = cat.cards[m].estimate_cost(sig.estimated_tokens, out_tokens)
@@ -237,7 +249,8 @@ class Router:
             return self.catalog.match(request.space.preferred_models)
         return []
 
-    def _output_tokens(self, request: Request, task: str | None) -> int:
+    def output_tokens(self, request: Request, task: str | None) -> int:
+        """Expected output tokens of a request (its own number, else the rules' table by task)."""
         if request.expected_output_tokens:
             return request.expected_output_tokens
         table = self.rules.get("expected_output_tokens") or {}
@@ -275,13 +288,13 @@ class Router:
                 if m in idx:
                     quality[i] = float(scores.quality[row, idx[m]])
                     sources[i] = scores.source(idx[m])
-        out_tokens = self._output_tokens(request, task)
+        out_tokens = self.output_tokens(request, task)
         costs = [cat.cards[m].estimate_cost(sig.estimated_tokens, out_tokens) for m in pool]
         adjust = self.user_preference.adjust(request.user_id, request.org_id, pool) * s.user_preference_weight
         variant = request.variant
         speeds = [cat.cards[m].speed or 0.0 for m in pool]
-        plain = choose(quality, costs, request.cost_quality, s.selection, variant, speeds)
         pick = choose(quality, costs, request.cost_quality, s.selection, variant, speeds, adjust)
+        plain = choose(quality, costs, request.cost_quality, s.selection, variant, speeds) if np.any(adjust) else pick
         final, order = pick.utility, pick.order
         chosen = None
         if prefer and variant == "auto":

@@ -29,7 +29,8 @@ from autoroute.data.splits import assign_folds, hash_fraction, pick_groups, stra
 from autoroute.types import TASKS
 
 PROMPT_COLS = ["prompt_id", "prompt", "task", "source", "source_label", "group", "dup_group"]
-COMPARISON_COLS = ["prompt_id", "prompt", "model_a", "model_b", "winner", "preference", "source", "split", "dup_group"]
+COMPARISON_COLS = ["prompt_id", "prompt", "model_a", "model_b", "winner", "preference", "source", "subset", "split",
+                   "dup_group"]
 OUTCOME_COLS = ["prompt_id", "prompt", "model", "score", "cost", "source", "benchmark", "subject", "split", "fold",
                 "dup_group"]
 EVAL_SPLITS = ("validation", "test", "eval")
@@ -70,7 +71,7 @@ def derive_pairs(outcomes: pd.DataFrame, sources: list[str], include_ties: bool,
     out = pd.DataFrame({"prompt_id": pairs["prompt_id"], "prompt": pairs["prompt"], "model_a": pairs["model_a"],
                         "model_b": pairs["model_b"], "winner": winner,
                         "preference": np.select([diff > 0, diff < 0], [1.0, 0.0], 0.5),
-                        "source": "derived_" + pairs["source"], "split": pairs["split"],
+                        "source": "derived_" + pairs["source"], "subset": None, "split": pairs["split"],
                         "dup_group": pairs["dup_group"]}).reset_index(drop=True)
     # random side per pair so model_a is not always the alphabetically first model
     swap = np.array([stable_hash(seed, "side", p, a) % 2 == 1 for p, a in zip(out["prompt_id"], out["model_a"])],
@@ -93,6 +94,10 @@ def run(cfg: DictConfig) -> dict:
     interim, processed = Path(cfg.paths.interim), Path(cfg.paths.processed)
     prompts = pd.read_parquet(interim / "prompts.parquet")
     comparisons = pd.read_parquet(interim / "comparisons.parquet")
+    # the instruction set a prompt comes from (AlpacaEval: selfinstruct, oasst, koala, helpful_base),
+    # for leave-one-subset-out evaluation; null for sources without subsets
+    subset = comparisons["dataset"] if "dataset" in comparisons else pd.Series(None, index=comparisons.index)
+    comparisons["subset"] = subset.astype("object").where(subset.notna() & (subset != ""), None)
     outcomes = pd.read_parquet(interim / "outcomes.parquet")
     drops = Drops()
 

@@ -58,7 +58,7 @@ user statistics) -> `card` (this file). Parameters: `conf/data/default.yaml`.
 | file | columns |
 |---|---|
 | `prompts/{{train,validation,test}}.parquet` | prompt_id, prompt, task, source, source_label, group, dup_group |
-| `comparisons.parquet` | prompt_id, prompt, model_a, model_b (catalog ids), winner (model_a/model_b/tie/tie_bothbad, null when only soft), preference = P(model_a beats model_b), source, split, dup_group |
+| `comparisons.parquet` | prompt_id, prompt, model_a, model_b (catalog ids), winner (model_a/model_b/tie/tie_bothbad, null when only soft), preference = P(model_a beats model_b), source, subset (AlpacaEval instruction set: selfinstruct, oasst, koala, helpful_base; null elsewhere), split, dup_group |
 | `outcomes.parquet` | prompt_id, prompt, model (catalog id), score in [0, 1], cost (USD, null when unknown), source, benchmark, subject, split (train/test/eval), fold (0-4 for split=eval), dup_group |
 | `feedback_comparisons.parquet`, `user_stats.parquet` | from the service's feedback log (`autoroute.feedback`) |
 | `manifest.json` | counts per output, split and source; rows dropped by reason; malformed rows with file and line |
