@@ -1,5 +1,6 @@
-"""`python -m training.run experiment=tiny` end to end: MLflow logging, champion
-registration, BentoML export (one shared run per session, see conftest)."""
+"""`python -m training.run experiment=tiny` end to end: MLflow logging, the
+served router's evaluation, the gate (a tiny run never replaces the champion),
+BentoML export (one shared run per session, see conftest)."""
 from __future__ import annotations
 
 import json
@@ -18,20 +19,26 @@ def test_tiny_run_finishes_under_two_minutes(tiny_run):
 
 def test_tiny_run_reports_every_metric(tiny_run):
     m = tiny_run["metrics"]
-    for bench in ("mmlu", "gsm8k"):
-        for proto in ("heldout", "ood"):
-            for router in ("mf", "knn", "classifier_prior", "length", "random", "oracle"):
+    for fam in ("lobo", "heldout"):
+        for bench in ("mmlu", "gsm8k"):
+            for router in ("router", "head", "knn", "classifier_prior", "length", "random", "oracle"):
                 for k in ("apgr", "cpt50", "cpt80"):
-                    assert f"two_model/{proto}/{bench}/{router}/{k}" in m
-    for k in ("best_model_quality", "best_model_cost", "mf/cost_to_match_best", "mf/quality_at_best_cost",
-              "oracle/quality_at_best_cost", "knn/quality_at_half_best_cost"):
+                    assert f"two_model/{fam}/{bench}/{router}/{k}" in m
+    for router in ("router", "head", "length", "random", "oracle"):
+        assert f"two_model/loso/chat/{router}/apgr" in m
+    for k in ("best_model_quality", "best_model_cost", "router/cost_to_match_best", "router/quality_at_best_cost",
+              "head/quality_at_best_cost", "oracle/quality_at_best_cost", "knn/quality_at_half_best_cost"):
         assert f"routerbench/{k}" in m
     for k in ("accuracy", "macro_f1", "ece"):
         assert 0.0 <= m[f"classifier/test/{k}"] <= 1.0
-    assert m["two_model/heldout/mmlu/random/apgr"] == pytest.approx(0.5)
-    assert m["two_model/heldout/mmlu/oracle/apgr"] >= m["two_model/heldout/mmlu/mf/apgr"] - 1e-9
+    assert 0.0 <= m["val/classifier/macro_f1"] <= 1.0
+    assert m["two_model/lobo/mmlu/random/apgr"] == pytest.approx(0.5)
+    assert m["two_model/lobo/mmlu/oracle/apgr"] >= m["two_model/lobo/mmlu/router/apgr"] - 1e-9
+    for k in ("mean_expected_quality", "quality_vs_reference", "cost_vs_reference"):
+        assert f"mix/{k}" in m
+    assert sum(v for k, v in m.items() if k.startswith("mix/share/")) == pytest.approx(1.0)
     assert "primary" in m
-    assert "mf" in tiny_run["stdout"] and "oracle" in tiny_run["stdout"]   # the printed quality table
+    assert "router" in tiny_run["stdout"] and "oracle" in tiny_run["stdout"]   # the printed quality table
 
 
 def test_mlflow_run_has_config_params_metrics_plots_and_model(tiny_run):
@@ -46,22 +53,29 @@ def test_mlflow_run_has_config_params_metrics_plots_and_model(tiny_run):
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config", "plots", "quality_table.csv", "classifier_report.json", "selection.json"} <= arts
     plots = {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert {"routerbench_cost_quality.png", "classifier_confusion.png", "two_model_mmlu_heldout.png"} <= plots
+    assert {"routerbench_cost_quality.png", "classifier_confusion.png", "two_model_mmlu_lobo.png",
+            "two_model_chat_loso.png", "two_model_mmlu_heldout.png"} <= plots
 
 
-def test_champion_registered_under_alias(tiny_run):
-    assert tiny_run["selection"]["promoted"] is True
+def test_tiny_run_never_replaces_the_champion(tiny_run):
+    sel = tiny_run["selection"]
+    assert sel["promoted"] is False and "sliced data" in sel["reason"]
     mlflow.set_tracking_uri(tiny_run["tracking_uri"])
-    mv = mlflow.MlflowClient().get_model_version_by_alias("autoroute-router", "champion")
-    assert str(mv.version) == tiny_run["selection"]["version"]
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        mlflow.MlflowClient().get_model_version_by_alias("autoroute-router", "champion")
+    assert not (tiny_run["bentoml_home"] / "models" / "autoroute-router").exists()
 
 
-def test_bentoml_store_holds_the_bundle(tiny_run):
+def test_bentoml_export_holds_the_bundle(tiny_run, tmp_path):
+    from training.tracking import Tracker
+
+    tracker = Tracker(tracking_uri=tiny_run["tracking_uri"], bentoml_home=str(tmp_path / "bentoml"))
+    tag = tracker.export_champion(tiny_run["bundle"], labels={"alias": "test"}, metadata={})
     code = ("import bentoml, json, pathlib; p = pathlib.Path(bentoml.models.get('autoroute-router:latest').path);"
             "print(json.dumps(sorted(x.name for x in p.iterdir())))")
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                         env={**os.environ, "BENTOML_HOME": str(tiny_run["bentoml_home"])})
-    assert out.returncode == 0, out.stderr[-2000:]
+                         env={**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")})
+    assert tag and out.returncode == 0, out.stderr[-2000:]
     names = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"manifest.json", "config.yaml", "classifier", "preference.pt", "metrics.json"} <= set(names)
 
@@ -71,11 +85,12 @@ def test_regression_never_replaces_the_champion(tiny_run):
 
     mlflow.set_tracking_uri(tiny_run["tracking_uri"])
     tracker = Tracker(tracking_uri=tiny_run["tracking_uri"], registered_model="autoroute-regression-test")
-    source = mlflow.MlflowClient().get_model_version_by_alias("autoroute-router", "champion").source
+    run_id = mlflow.search_runs(experiment_names=["autoroute"]).iloc[0]["run_id"]
+    source = f"runs:/{run_id}/router"
     results = []
     for value in (0.5, 0.4, 0.6):
         with tracker.start(run_name=f"candidate-{value}") as run:
-            results.append(tracker.select_and_register(source, {"primary": value}, run.info.run_id))
+            results.append(tracker.select_and_register(source, {"primary": value}, run.info.run_id, "d1", "p1"))
     assert [r["promoted"] for r in results] == [True, False, True]
     mv = mlflow.MlflowClient().get_model_version_by_alias("autoroute-regression-test", "champion")
     assert str(mv.version) == results[2]["version"]
@@ -97,9 +112,10 @@ def test_same_seed_reproduces_the_same_metrics(tiny_run, tmp_path):
         assert again[k] == pytest.approx(tiny_run["metrics"][k], abs=1e-6, nan_ok=True), k
 
 
-def test_bundle_ships_the_ensemble_head(tiny_run):
+def test_bundle_ships_the_head_chosen_on_validation(tiny_run):
     from autoroute.bundle import read_manifest
 
     man = read_manifest(tiny_run["bundle"])
-    assert man["mf_weight"] == pytest.approx(0.5) and (tiny_run["bundle"] / "knn.npz").exists()
-    assert "two_model/heldout/mmlu/ensemble/apgr" in tiny_run["metrics"]
+    w = tiny_run["metrics"]["head/champion/mf_weight"]
+    assert man["mf_weight"] == pytest.approx(w)
+    assert (tiny_run["bundle"] / "knn.npz").exists() == (w < 1.0)

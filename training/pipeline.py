@@ -39,16 +39,16 @@ log = logging.getLogger(__name__)
 
 
 def check_config(cfg: DictConfig, catalog: Catalog, ev: routing.EvalConfig, data: TrainingData) -> None:
-    """Names in the config must exist in the catalog and in the data."""
+    """Selection reads validation metrics only; names in the config must exist in the catalog and the data."""
+    bad = [t for t in cfg.training.primary_terms if not str(t).startswith("val/")]
+    if bad:
+        raise ValueError(f"config training.primary_terms: {bad} are not validation metrics (val/...); "
+                         "selection may read validation metrics only")
     for key in ("strong", "weak", "chat_strong", "chat_weak", "mix_reference"):
         try:
             catalog.resolve(getattr(ev, key))
         except RoutingError as err:
             raise ValueError(f"config evaluation.{key}: {err}") from err
-    bad = [t for t in cfg.training.primary_terms if not str(t).startswith("val/")]
-    if bad:
-        raise ValueError(f"config training.primary_terms: {bad} are not validation metrics (val/...); "
-                         "selection may read validation metrics only")
     check_names(data, [ev.strong, ev.weak], list(ev.two_model_benchmarks) + list(ev.nmodel_sources),
                 "evaluation (strong/weak/two_model_benchmarks/nmodel_sources)")
 
@@ -131,7 +131,8 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         # ---- task classifier: its fine-tuning input holds no left-out benchmark or subset
         t0 = time.time()
         clf_data = dataclasses.replace(data, prompts=routing.classifier_prompts(data, holdouts, ev))
-        clf, stats, clf_report = train_classifier.run(clf_cfg, clf_data, out_dir, int8=cfg.training.bundle.quantize)
+        clf, stats, clf_report = train_classifier.run(clf_cfg, clf_data, out_dir, int8=cfg.training.bundle.quantize,
+                                                      reuse=cfg.training.get("classifier_dir"))
         metrics.update({f"classifier/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
         metrics.update(R.classifier_metrics(clf_report))
         if "int8" in clf_report:   # what the int8 serving encoder scores
@@ -276,7 +277,8 @@ def evaluate_champion(ctx: _Ctx, champ: routing.Fit, router, metrics: dict) -> s
         if len(vs) < 2:
             continue
         dq = champ.head(table, table.idx(vs.meta["prompt_id"]), [vs.strong, vs.weak])
-        knobs = served.switch_knobs(dq[:, 0] - dq[:, 1], ctx.cost_weight, ev.knob_points)
+        lead = served.effective_lead(router, vs.meta["prompt"].tolist(), vs.strong, vs.weak, dq[:, 0] - dq[:, 1])
+        knobs = served.switch_knobs(lead, ctx.cost_weight, ev.knob_points["validation"])
         sw = served.sweep_two_model(router, vs.meta["prompt"].tolist(), vs.strong, vs.weak, knobs)
         r = served.two_model_result(sw, vs.s, vs.w)
         metrics[f"val/two_model/{vs.name}/router/apgr"] = r.apgr if r is not None else float("nan")
@@ -399,11 +401,12 @@ def evaluate_two_model(ctx: _Ctx, holdouts: list[P.Holdout]) -> dict:
                 results[(fam, bench, name)] = M.two_model_sweep(sc, s, w)
             pooled = routing.PairSet(bench, parts[0][2].strong, parts[0][2].weak, None, s, w)
             results.update({(fam, bench, n): r for n, r in routing.fixed_baselines(pooled, ev.baselines).items()})
-            dq = np.concatenate([p[3]["head"] for p in parts])
-            knobs = served.switch_knobs(dq, ctx.cost_weight, ev.knob_points)
+            routers = [load_router(p[1], embedding_cache=ctx.cache) for p in parts]
+            lead = np.concatenate([served.effective_lead(r, p[2].meta["prompt"].tolist(), p[2].strong, p[2].weak,
+                                                         p[3]["head"]) for r, p in zip(routers, parts)])
+            knobs = served.switch_knobs(lead, ctx.cost_weight, ev.knob_points[fam])
             sweeps = []
-            for h, bdir, ps, _ in parts:
-                router = load_router(bdir, embedding_cache=ctx.cache)
+            for router, (h, bdir, ps, _) in zip(routers, parts):
                 sw = served.sweep_two_model(router, ps.meta["prompt"].tolist(), ps.strong, ps.weak, knobs)
                 sweeps.append(sw)
                 r = served.two_model_result(sw, ps.s, ps.w) if fam == "loso" else None

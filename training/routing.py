@@ -52,7 +52,8 @@ class EvalConfig:
     loso_subsets: tuple[str, ...] = ("selfinstruct", "oasst", "koala", "helpful_base")
     chat_strong: str = "gpt-4-1106-preview"
     chat_weak: str = "mixtral-8x7b-instruct-concise"
-    knob_points: int = 30             # knob values per two-model sweep of the served router
+    # knob values per two-model sweep of the served router, per protocol family
+    knob_points: dict = field(default_factory=lambda: {"lobo": 24, "loso": 30, "heldout": 12, "validation": 30})
     # the product's models on held-out outcome data: source -> the split it is scored on
     product_sources: dict = field(default_factory=dict)
     product_splits: tuple[str, ...] = ("test",)

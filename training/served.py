@@ -26,7 +26,7 @@ import numpy as np
 
 from autoroute import metrics as M
 from autoroute.router import Router
-from autoroute.selection import knob_grid
+from autoroute.selection import knob_grid, relative_log_cost
 from autoroute.types import Policy, Request
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,33 @@ def requests(texts: Sequence[str], candidates: Sequence[str] | None) -> list[Req
     return [Request.from_prompt(t, candidates=list(candidates), policy=policy) for t in texts]
 
 
-def switch_knobs(dq: np.ndarray, cost_weight: float, n: int) -> np.ndarray:
-    """Knob values at quantiles of the points where a two-model decision switches: strong is
-    chosen when its quality lead exceeds ``lambda(knob)``, i.e. above knob ``w / (w + lead)``."""
-    lead = np.asarray(dq, dtype=float)
+def effective_lead(router: Router, texts: Sequence[str], strong: str, weak: str, dq: np.ndarray) -> np.ndarray:
+    """The strong model's predicted quality lead per unit of the selection's cost penalty:
+    strong wins when ``dq > lambda * (rel_cost_strong - rel_cost_weak)``. Costs are estimated
+    here from the catalog prices and the prompt length (only to place knob values)."""
+    cpt = float(router.rules.get("chars_per_token", 4.0))
+    out = router.output_tokens(Request.from_prompt("x"), None)
+    cs, cw = (router.catalog.cards[router.catalog.resolve(m)] for m in (strong, weak))
+    gap = np.empty(len(texts))
+    for i, t in enumerate(texts):
+        tok = max(1, int(len(t) / cpt))
+        a, b = cs.estimate_cost(tok, out), cw.estimate_cost(tok, out)
+        rel = relative_log_cost(np.array([np.nan if a is None else a, np.nan if b is None else b]))
+        gap[i] = rel[0] - rel[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(gap > 1e-12, np.asarray(dq, float) / np.where(gap > 1e-12, gap, 1.0), np.inf * np.sign(dq))
+
+
+def switch_knobs(lead: np.ndarray, cost_weight: float, n: int) -> np.ndarray:
+    """Knob values at (quantiles of) the points where two-model decisions switch: strong is
+    chosen when its effective lead (`effective_lead`) exceeds ``lambda(knob)``, i.e. above knob
+    ``w / (w + lead)``."""
+    lead = np.asarray(lead, dtype=float)
+    lead = lead[np.isfinite(lead)]
     lead = lead[lead > 0]
-    ks = cost_weight / (cost_weight + lead) if len(lead) else np.zeros(0)
-    qs = np.quantile(ks, np.linspace(0, 1, n)) if len(ks) else np.zeros(0)
+    ks = np.unique(cost_weight / (cost_weight + lead)) if len(lead) else np.zeros(0)
+    # every switch point when there are at most n of them, else n quantiles of them
+    qs = ks if len(ks) <= n else np.quantile(ks, np.linspace(0, 1, n), method="nearest")
     # just above each switch point, plus both ends of the knob
     pts = np.concatenate([[0.0, 1.0], np.clip(qs + 1e-9, 0.0, 1.0)])
     return np.unique(np.round(pts, 9))

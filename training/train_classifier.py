@@ -29,15 +29,35 @@ def check_labels(cfg: ClassifierConfig) -> None:
         raise ValueError(f"config classifier.labels: unknown tasks {bad}; tasks are {list(TASKS)}")
 
 
-def run(cfg: ClassifierConfig, data: TrainingData, out_dir: str | Path, int8: bool = False
-        ) -> tuple[TaskClassifier, dict, dict]:
+def inputs_digest(data: TrainingData) -> str:
+    """Which prompts the classifier was fine-tuned on (train + validation ids)."""
+    import hashlib
+    ids = sorted(data.prompts["train"]["prompt_id"].astype(str)) + ["|"] + \
+        sorted(data.prompts["validation"]["prompt_id"].astype(str))
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
+
+
+def run(cfg: ClassifierConfig, data: TrainingData, out_dir: str | Path, int8: bool = False,
+        reuse: str | Path | None = None) -> tuple[TaskClassifier, dict, dict]:
     """Train, calibrate, evaluate on `test` (sources never seen in training); with
     `int8`, also the dynamic-int8 serving variant (``report["int8"]``); the served
-    variant on the validation split is ``report["validation"]`` (for selection)."""
+    variant on the validation split is ``report["validation"]`` (for selection).
+
+    `reuse`: the folder of a classifier an earlier run fine-tuned on exactly these
+    prompts (checked), evaluated instead of trained again (to iterate on the later steps)."""
     check_labels(cfg)
     tr, va, te = data.prompts["train"], data.prompts["validation"], data.prompts["test"]
-    clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
-                                  va["task"].tolist(), cfg, Path(out_dir) / "classifier_trainer")
+    digest = inputs_digest(data)
+    if reuse:
+        clf = TaskClassifier.load(reuse)
+        if clf.meta.get("inputs_digest") != digest:
+            raise ValueError(f"training.classifier_dir {reuse}: that classifier was fine-tuned on other prompts "
+                             f"({clf.meta.get('inputs_digest')} != {digest}); train it again (classifier_dir=null)")
+        stats = {"reused": 1}
+    else:
+        clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
+                                      va["task"].tolist(), cfg, Path(out_dir) / "classifier_trainer")
+        clf.meta["inputs_digest"] = digest
     te = te[te["task"].isin(clf.labels)]
     index = {t: i for i, t in enumerate(clf.labels)}
     probs = clf.predict_proba(te["prompt"].tolist(), progress=cfg.progress)
