@@ -27,7 +27,8 @@ def data():
     return {"prompts": {s: pd.read_parquet(PROCESSED / "prompts" / f"{s}.parquet")
                         for s in ("train", "validation", "test")},
             "comparisons": pd.read_parquet(PROCESSED / "comparisons.parquet", columns=["prompt", "model_a", "model_b",
-                                                                                        "split", "preference"]),
+                                                                                        "split", "preference", "source",
+                                                                                        "subset"]),
             "outcomes": pd.read_parquet(PROCESSED / "outcomes.parquet", columns=["prompt", "model", "split", "fold",
                                                                                   "score"]),
             "manifest": json.loads((PROCESSED / "manifest.json").read_text())}
@@ -49,6 +50,13 @@ def test_models_resolve_and_values_in_range(data):
         assert catalog.try_resolve(name) == name
     assert c["preference"].between(0, 1).all() and o["score"].between(0, 1).all()
     assert o.loc[o["split"] == "eval", "fold"].between(0, 4).all()
+
+
+def test_alpaca_eval_comparisons_record_their_instruction_set(data):
+    c = data["comparisons"]
+    alpaca = c[c["source"] == "alpaca_eval"]
+    assert len(alpaca) and set(alpaca["subset"]) == {"selfinstruct", "oasst", "koala", "helpful_base"}
+    assert c.loc[c["source"] != "alpaca_eval", "subset"].isna().all()
 
 
 def test_every_task_in_classifier_test(data):

@@ -96,3 +96,15 @@ def test_n_model_sweep_reads_true_costs_and_reports_the_mix(setup):
     assert nm.metrics["best_model_cost"] == pytest.approx(600.0) and nm.models[nm.best] == STRONG
     assert set(nm.mix) == {STRONG, WEAK} and sum(nm.mix.values()) == pytest.approx(1.0)
     assert nm.curve.cost.max() <= 600.0 + 1e-9 and nm.curve.cost.min() >= 60.0 - 1e-9
+
+
+def test_product_harness_fills_unknown_costs_from_the_catalog(setup):
+    """Outcome data without dollar costs (e.g. ZeroEval) is costed with the catalog's estimate for
+    each prompt, as the router itself estimates it."""
+    router, _, _ = setup
+    y = np.array([[1.0, 0.0]] * 30 + [[1.0, 1.0]] * 30)
+    nm = served.sweep_n_model(router, PROMPTS, [STRONG, WEAK], y, np.full((60, 2), np.nan))
+    decisions = router.route_batch(served.requests(PROMPTS, [STRONG]))
+    assert nm.single_cost[0] == pytest.approx(sum(d.estimated_cost for d in decisions), rel=1e-6)
+    assert 0 < nm.single_cost[1] < nm.single_cost[0]
+    assert nm.single_cost[1] - 1e-9 <= nm.curve.cost.min() <= nm.curve.cost.max() <= nm.single_cost[0] + 1e-9

@@ -119,3 +119,19 @@ def test_bundle_ships_the_head_chosen_on_validation(tiny_run):
     w = tiny_run["metrics"]["head/champion/mf_weight"]
     assert man["mf_weight"] == pytest.approx(w)
     assert (tiny_run["bundle"] / "knn.npz").exists() == (w < 1.0)
+
+
+def test_benchmark_quality_prints_and_logs_the_acceptance_table(tiny_run, tmp_path):
+    from conftest import run_training
+
+    proc, _ = run_training([o for o in tiny_run["overrides"]] + ["training.benchmark.run=latest"], tmp_path / "bq",
+                           module="training.benchmark_quality")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for row in ("LOBO APGR MMLU", "LOBO APGR GSM8K", "AlpacaEval LOSO", "RouterBench cost to match", "realistic mix",
+                "always-Opus"):
+        assert row in proc.stdout
+    mlflow.set_tracking_uri(tiny_run["tracking_uri"])
+    client = mlflow.MlflowClient()
+    run_id = mlflow.search_runs(experiment_names=["autoroute"], filter_string="tags.mlflow.runName = 'tiny'",
+                                order_by=["attributes.start_time DESC"]).iloc[0]["run_id"]
+    assert {"acceptance.txt", "acceptance.json"} <= {a.path for a in client.list_artifacts(run_id)}

@@ -270,7 +270,7 @@ class _Ctx:
 def evaluate_champion(ctx: _Ctx, champ: routing.Fit, router, metrics: dict) -> served.NModelSweep | None:
     ev, data, table = ctx.ev, ctx.data, ctx.table
     # the served router reads the cached encoder states only if they are the served encoder's
-    sample = ctx.table.texts[:: max(1, len(ctx.table.texts) // 40)][:40]
+    sample = ctx.table.texts[:: max(1, len(ctx.table.texts) // 24)][:24]
     metrics.update({f"served/batch_vs_alone/{k}": v for k, v in served.check_cache(router, sample).items()})
     # validation: two-model sets and the N-model slice, through the served router (what the gate reads)
     for vs in ctx.val_sets:
