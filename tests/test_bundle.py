@@ -68,20 +68,25 @@ def test_degraded_ok_serves_rules_when_the_learned_parts_are_broken(tiny_run, tm
     assert router.route(Request.from_prompt(PROMPT)).degraded
 
 
-def test_bentoml_round_trip(tiny_run):
-    code = ("from autoroute.bundle import load_router_from_bentoml; from autoroute.types import Request;"
+def test_bentoml_round_trip(tiny_run, tmp_path):
+    # a tiny run never becomes the champion, so its bundle is exported here by hand
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
+    code = ("from autoroute.bundle import export_to_bentoml, load_router_from_bentoml; "
+            "from autoroute.types import Request;"
+            f"export_to_bentoml({str(tiny_run['bundle'])!r}); "
             f"r = load_router_from_bentoml(); print(r.route(Request.from_prompt({PROMPT!r})).selected_model)")
-    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=180,
-                         env={**os.environ, "BENTOML_HOME": str(tiny_run["bentoml_home"])})
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=180, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip()
 
 
-def test_mlflow_pyfunc_champion_predicts(tiny_run):
+def test_mlflow_pyfunc_router_predicts(tiny_run):
     import mlflow
     import pandas as pd
 
     mlflow.set_tracking_uri(tiny_run["tracking_uri"])
-    model = mlflow.pyfunc.load_model("models:/autoroute-router@champion")
+    run_id = mlflow.search_runs(experiment_names=["autoroute"], filter_string="tags.mlflow.runName = 'tiny'",
+                                order_by=["attributes.start_time ASC"]).iloc[0]["run_id"]
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/router")     # the run's logged router (no champion: tiny)
     out = model.predict(pd.DataFrame({"prompt": [PROMPT, "Write a haiku about rain"]}))
     assert list(out.columns[:3]) == ["selected_model", "task", "tier"] and len(out) == 2
