@@ -243,3 +243,34 @@ def test_unrelated_texts_sharing_a_common_phrase_are_not_near_duplicates():
     c = a.replace("rotated", "changed")
     groups = near_duplicate_groups([a, b, c], jaccard=0.6)
     assert groups[0] != groups[1] and groups[0] == groups[2]
+
+
+def test_modern_rows_with_bad_values_are_reported_with_file_and_line(tmp_path):
+    from autoroute.data.modern import read_modern
+    from autoroute.data.sources import Report, SourceError
+
+    root = tmp_path / "modern"
+    import shutil
+    shutil.copytree(MODERN, root)
+    path = root / "swebench_verified_bash_only_outcomes.csv"
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace("django__django-11002", "django__django-99999")   # an issue with no text
+    parts = lines[5].split(",")
+    lines[5] = ",".join(parts[:3] + ["2"] + parts[4:])                            # resolved = 2
+    path.write_text("\n".join(lines) + "\n")
+    report = Report()
+    rows = read_modern("swebench_verified", root, report)["swebench_verified"]
+    assert len(rows) == len(lines) - 1 - 2
+    bad = {(Path(i.file).name, i.line): i.reason for i in report.issues}
+    assert "not in swebench_verified_prompts.csv" in bad[(path.name, 3)]
+    assert "expected 0 or 1" in bad[(path.name, 6)]
+    ratings = root / "arena_category_ratings.csv"
+    ratings.write_text(ratings.read_text().replace("full,gpt-4-1106-preview,1250,1244,1257",
+                                                   "full,gpt-4-1106-preview,1250,1251,1257"))
+    report = Report()
+    read_modern("arena_ratings", root, report)
+    assert [i.line for i in report.issues] == [2] and "does not contain" in report.issues[0].reason
+    prompts = root / "zeroeval_prompts.csv"
+    prompts.write_text(prompts.read_text() + "mmlu,1,What is 2 + 2?\n")
+    with pytest.raises(SourceError, match="unknown task 'mmlu'"):
+        read_modern("zeroeval", root, Report())
