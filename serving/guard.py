@@ -12,6 +12,7 @@ from typing import Any, Callable
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from autoroute.signals import redact
 from serving.auth import AuthError, bind_org
 from serving.schemas import ChatCompletionRequest, Feedback, Request, RouteBatch
 
@@ -28,7 +29,9 @@ VALIDATED: dict[str, type[BaseModel] | None] = {
 ERROR_STATUSES = {"400": "Bad request: malformed JSON, invalid fields or unknown models",
                   "401": "Missing or invalid API key", "403": "The API key's org does not match the request",
                   "404": "Unknown decision id or model", "413": "Body, prompt or batch over the configured limits",
-                  "422": "Valid request that no eligible model can serve"}
+                  "422": "Valid request that no eligible model can serve",
+                  "429": "Over the org's rate limit (see Retry-After)",
+                  "503": "Overloaded or the decision log cannot be written; nothing was recorded (see Retry-After)"}
 
 
 class _State:
@@ -51,6 +54,8 @@ def describe(err: ValidationError, limit: int = 6) -> str:
 
 
 def error_body(path: str, status: int, message: str, code: str) -> bytes:
+    """The error JSON (OpenAI's shape under /v1/); sensitive spans in `message` are redacted."""
+    message = redact(message)
     if path.startswith("/v1/"):
         kind = "authentication_error" if status == 401 else "permission_error" if status == 403 else \
             "invalid_request_error" if status < 500 else "api_error"
@@ -172,7 +177,7 @@ class Guard:
                     bind(path, obj, org)
                     raw = orjson.dumps(obj)
                 try:
-                    parsed = model.model_validate(obj)
+                    model.model_validate(obj)
                 except ValidationError as err:
                     raise BadInput(describe(err)) from None
         except BadInput as err:
@@ -180,8 +185,6 @@ class Guard:
         except AuthError as err:
             code = "unauthorized" if err.status == 401 else "forbidden"
             return await send_json(send, err.status, error_body(path, err.status, str(err), code))
-        if path == "/route" and getattr(svc, "fast_path", False):
-            return await self._fast_route(svc, parsed, send)
         headers = [(k, v) for k, v in scope.get("headers") or [] if k not in (b"content-length", b"content-type")]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
         scope = dict(scope, headers=headers)
@@ -195,15 +198,6 @@ class Guard:
             return await receive()
 
         return await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _fast_route(svc, request, send):
-        """/route without a second parse: the body is validated already, so call
-        the endpoint's implementation directly and serialize its answer."""
-        out = await svc.route_one(request)
-        if isinstance(out, BaseModel):
-            return await send_json(send, 200, out.__pydantic_serializer__.to_json(out))
-        return await send_json(send, out.status_code, bytes(out.body))
 
     @staticmethod
     async def _read(receive, limit: int) -> bytes:

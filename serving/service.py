@@ -31,7 +31,8 @@ from serving.runtime import (CachedScorer, LiveUserPreference, MicroBatcher, Mod
 from serving.schemas import (EXAMPLE_BATCH, EXAMPLE_FEEDBACK, EXAMPLE_REQUEST, CatalogEntry, ChatCompletion,
                              ChatCompletionRequest, Feedback, FeedbackAck, Health, ModelsList, OpenAIError,
                              Refreshed, RouteBatch, RouteBatchResult)
-from serving.store import LogStore, iso_now
+from serving.store import LogStore, LogUnavailable, iso_now
+from serving import redaction
 
 log = logging.getLogger("autoroute.serving")
 MODEL_TAG = "autoroute-router:latest"
@@ -47,6 +48,10 @@ async def _bad_request(request, exc: RequestValidationError):  # the guard norma
 
 
 def _error(path: str, err: Exception) -> PlainJSON:
+    if isinstance(err, LogUnavailable):       # nothing was acknowledged: the client may retry
+        return PlainJSON(orjson.loads(error_body(path, 503, f"the decision log cannot be written; retry later "
+                                                             f"({err})", "log_unavailable")),
+                         status_code=503, headers={"retry-after": "1"})
     code = getattr(err, "code", "invalid_request")
     status = STATUS.get(code, 400)
     return PlainJSON(orjson.loads(error_body(path, status, str(err), code)), status_code=status)
@@ -102,7 +107,11 @@ class AutoRoute:
         from autoroute.user_preference import UserPreferenceSettings
         self.pref = LiveUserPreference(self.router.user_preference, float(t4["max_boost"]))
         self.router.user_preference = self.pref
-        self.store = LogStore(scfg.log.db, float(scfg.log.decision_flush_ms), bool(scfg.log.store_prompts))
+        lc = scfg.log
+        self.store = LogStore(lc.db, float(lc.decision_flush_ms), bool(lc.store_prompts), durability=str(lc.durability),
+                              prompt_retention_days=lc.prompt_retention_days, max_mb=lc.max_mb)
+        logging.getLogger("autoroute").setLevel(logging.INFO)
+        redaction.install()
         settings = UserPreferenceSettings(**{k: v for k, v in t4.items() if k != "refresh_s"})
         self.tier4 = Tier4Refresher(self.store, self.pref, settings, float(t4["refresh_s"])).start()
         b = scfg.batching
@@ -112,7 +121,6 @@ class AutoRoute:
         self.upstreams = Upstreams(p["providers"], p.get("upstream_ids") or {}, float(p["timeout_s"]),
                                    int(p["max_fallbacks"]))
         self.modes = scfg.modes
-        self.fast_path = bool(scfg.get("fast_path", True))
         metrics.set_degraded(self.degraded)
         STATE.service = self
         log.info("autoroute ready: %s%s", self.model_info.get("tag", "rules only"),
@@ -139,7 +147,12 @@ class AutoRoute:
         self.store.close()
 
     # ------------------------------------------------------------ routing
-    async def decide(self, requests: list[Request]) -> list[Decision | Exception]:
+    async def decide(self, requests: list[Request], record: bool = True) -> list[Decision | Exception]:
+        """The one decide path: route (micro-batched when alone), then log every decision
+        and, with durability commit_before_answer, wait for its commit. `record=False`
+        leaves the logging to the caller (the proxy logs the model it served)."""
+        if not self.store.healthy:
+            return [LogUnavailable(self.store.error or "the decision log is not available")] * len(requests)
         t0 = time.perf_counter()
         if self.batcher is not None and len(requests) == 1:
             try:
@@ -153,26 +166,30 @@ class AutoRoute:
                 results = route_many(self.router, requests)
             except RoutingError as err:
                 results = [err]
-        seconds = (time.perf_counter() - t0) / max(len(requests), 1)
-        for req, d in zip(requests, results):
-            if isinstance(d, Decision):
-                self.record(d, req, seconds)
-        return results
+        seconds = time.perf_counter() - t0          # what each of these requests waited
+        if not record:
+            return results
+        return [await self.record(d, req, seconds) if isinstance(d, Decision) else d
+                for req, d in zip(requests, results)]
 
-    def record(self, d: Decision, req: Request, seconds: float) -> None:
+    async def record(self, d: Decision, req: Request, seconds: float) -> Decision | LogUnavailable:
+        """Log one decision (prompt redacted); with commit_before_answer, once committed."""
         text = req.last_user_text
-        self.store.log_decision(d, req.user_id, req.org_id, text)
+        committed = self.store.log_decision(d, req.user_id, req.org_id, text)
         metrics.decision(d, seconds)
         if self.log_prompts:
             log.info("decision %s -> %s for prompt %r", d.decision_id, d.selected_model, text[:500])
+        if self.store.durability == "commit_before_answer":
+            try:
+                await asyncio.wrap_future(committed)
+            except LogUnavailable as err:
+                return err
+        return d
 
     @bentoml.api(route="/route")
     async def route(self, request: Request = EXAMPLE_REQUEST, /) -> Decision:
         """One request -> one decision: model, reason, tier, task, confidence,
         ranked alternatives with scores, estimated cost and a decision id."""
-        return await self.route_one(request)
-
-    async def route_one(self, request: Request) -> Decision | PlainJSON:
         (out,) = await self.decide([request])
         return _error("/route", out) if isinstance(out, Exception) else out
 
@@ -184,6 +201,8 @@ class AutoRoute:
                 f"requests: {len(batch.requests)} requests; the limit is {int(self.limits.max_batch)}", "too_large"))
         results = await self.decide(list(batch.requests))
         for i, out in enumerate(results):
+            if isinstance(out, LogUnavailable):
+                return _error("/route_batch", out)
             if isinstance(out, Exception):
                 return _error("/route_batch", type(out)(f"requests.{i}: {out}", getattr(out, "code", "invalid_request"))
                               if isinstance(out, RoutingError) else out)
@@ -204,9 +223,12 @@ class AutoRoute:
         if row is None:
             return PlainJSON({"error": f"unknown decision_id {feedback.decision_id!r}", "code": "unknown_decision"},
                              status_code=404)
-        if self.keys.enabled and feedback.org_id is not None and row["org_id"] not in (None, feedback.org_id):
-            return PlainJSON({"error": f"decision {feedback.decision_id} belongs to another org than the API key's "
-                                       f"({feedback.org_id!r})", "code": "forbidden"}, status_code=403)
+        for field in ("user_id", "org_id"):      # feedback belongs to the decision's own user and org
+            given = getattr(feedback, field)       # (with API keys the guard has set org_id to the key's org)
+            if given is not None and given != row.get(field):
+                return PlainJSON({"error": f"{field}: decision {feedback.decision_id} was made for another "
+                                           f"{field.split('_')[0]}; feedback goes to the decision's own",
+                                  "code": "forbidden"}, status_code=403)
         routed = row["selected_model"]
         chosen = routed
         if feedback.event == "override":
@@ -218,9 +240,11 @@ class AutoRoute:
         event = {"decision_id": feedback.decision_id, "prompt": row.get("prompt") or "", "routed_model": routed,
                  "chosen_model": chosen, "event": feedback.event,
                  "rating": float(feedback.rating) if feedback.rating is not None else None,
-                 "user_id": feedback.user_id or row.get("user_id"), "org_id": row.get("org_id") or feedback.org_id,
-                 "ts": iso_now()}
-        await asyncio.to_thread(self.store.add_feedback, [event])
+                 "user_id": row.get("user_id"), "org_id": row.get("org_id"), "ts": iso_now()}
+        try:
+            await asyncio.to_thread(self.store.add_feedback, [event])
+        except LogUnavailable as err:
+            return _error("/feedback", err)
         self.tier4.poke()
         metrics.feedback(feedback.event, routed, chosen)
         return FeedbackAck(stored=True, decision_id=feedback.decision_id, event=feedback.event, routed_model=routed,
@@ -235,9 +259,10 @@ class AutoRoute:
 
     # -------------------------------------------------------------- probes
     def health(self) -> Health:
-        log_ok = self.store.ping()
+        log_ok = self.store.healthy
         return Health(status="ok" if log_ok else "unavailable", ready=log_ok, degraded=self.degraded,
-                      model=self.model_info.get("tag"), runtime=self.runtime, problem=self.problem, log=log_ok,
+                      model=self.model_info.get("tag"), runtime=self.runtime,
+                      problem=self.problem if log_ok else self.store.error, log=log_ok,
                       tier4={"entries": len(self.pref.live.table), "feedback_events": self.pref.events,
                              "refreshed_at": self.pref.refreshed_at, "error": self.tier4.last_error},
                       batching=self.batcher.stats() if self.batcher is not None else {})
@@ -298,7 +323,7 @@ class AutoRoute:
                 req = req.model_copy(update={"area": area, "candidates": None})
         except (RoutingError, ValueError) as err:
             return PlainJSON(orjson.loads(error_body(path, 400, str(err), "invalid_request")), status_code=400)
-        (decision,) = await self.decide_quietly(req)
+        (decision,) = await self.decide([req], record=False)
         if isinstance(decision, Exception):
             return _error(path, decision)
         if name == "auto:nitro":
@@ -313,7 +338,7 @@ class AutoRoute:
         except UpstreamError as err:
             for a in err.attempts:
                 metrics.fallback(a.model, a.error)
-            self.record(decision, req, decision.latency_ms / 1000)
+            await self.record(decision, req, decision.latency_ms / 1000)
             status = err.status if err.status >= 400 else 502
             return PlainJSON(orjson.loads(error_body(path, status, str(err), "upstream_error")), status_code=status,
                              headers=decision_headers(decision, decision.selected_model, err.attempts))
@@ -323,7 +348,11 @@ class AutoRoute:
             "selected_model": served, "display_name": self.catalog.cards[served].display_name,
             "reason": decision.reason + f"; served by {self.catalog.cards[served].display_name} after "
                                         f"{decision.selected_model} failed ({attempts[0].error})"})
-        self.record(served_decision, req, decision.latency_ms / 1000)
+        logged = await self.record(served_decision, req, decision.latency_ms / 1000)
+        if isinstance(logged, LogUnavailable):
+            if body.stream:
+                await upstream.aclose()
+            return _error(path, logged)
         headers = decision_headers(decision, served, attempts)
         field = decision_field(decision, served, attempts)
         if not body.stream:
@@ -345,18 +374,6 @@ class AutoRoute:
                                              "upstream_error") + b"\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
-
-    async def decide_quietly(self, req: Request) -> list:
-        """Route one request without recording it (the proxy records what was served)."""
-        if self.batcher is not None:
-            try:
-                return [await self.batcher.submit(req)]
-            except RoutingError as err:
-                return [err]
-        try:
-            return route_many(self.router, [req])
-        except RoutingError as err:
-            return [err]
 
 
 AutoRoute.add_asgi_middleware(Guard)

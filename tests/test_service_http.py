@@ -160,7 +160,10 @@ def test_auth_rules(client):
     r = client.post("/feedback", json=fb, headers={"x-api-key": "wrong"})
     assert r.status_code == 401 and "not valid" in r.json()["error"]
     assert client.post("/admin/refresh").status_code == 401
-    assert client.post("/admin/refresh", headers=key()).status_code == 200
+    r = client.post("/admin/refresh", headers=key())                # an org key has no admin scope
+    assert r.status_code == 403 and "admin" in r.json()["error"]
+    assert client.post("/admin/refresh", headers=key("admin")).status_code == 200
+    assert client.post("/route", json=msg("hi"), headers=key("admin")).status_code == 403   # admin-only key
     r = client.post("/route", json={**msg("hi"), "org_id": "beta"}, headers=key("acme"))
     assert r.status_code == 403 and "acme" in r.json()["error"]
     mine = _route(client, "u-auth2", headers=key("acme"))         # bound to acme
@@ -170,6 +173,11 @@ def test_auth_rules(client):
     r = client.post("/feedback", json={"decision_id": mine["decision_id"], "event": "regenerate"},
                     headers={"authorization": f"Bearer {KEYS['acme']}"})
     assert r.status_code == 200, r.text
+    r = client.post("/feedback", json=fb, headers=key("acme"))     # a decision made without the key's org
+    assert r.status_code == 403 and "org" in r.json()["error"]
+    r = client.post("/feedback", json={"decision_id": mine["decision_id"], "event": "override",
+                                       "chosen_model": "gpt-4o", "user_id": "u-victim"}, headers=key("acme"))
+    assert r.status_code == 403 and "user" in r.json()["error"]   # another user's preferences: refused
 
 
 # ---------------------------------------------------------------- bad inputs

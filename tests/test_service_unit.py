@@ -156,8 +156,10 @@ def test_keyring_rules():
 
     open_ring = KeyRing.from_config({"keys": []})
     assert open_ring.check("/feedback", []) is None
-    ring = KeyRing.from_config({"keys": [{"org": "acme", "key": "k1"}, {"org": "beta", "env": "BETA_KEY"}]},
-                               environ={"BETA_KEY": "k2"})
+    from serving_support import sha256
+    ring = KeyRing.from_config({"keys": [{"org": "acme", "sha256": sha256("k1")}, {"org": "beta", "env": "BETA_KEY"},
+                                         {"sha256": sha256("k3"), "scopes": ["admin"]}]}, environ={"BETA_KEY": "k2"})
+    assert "k1" not in repr(ring) and "k2" not in repr(ring)             # held as digests only
     assert ring.check("/route", []) is None
     assert ring.check("/route", [(b"x-api-key", b"k1")]) == "acme"
     assert ring.check("/feedback", [(b"authorization", b"Bearer k2")]) == "beta"
@@ -165,8 +167,18 @@ def test_keyring_rules():
         ring.check("/feedback", [])
     with pytest.raises(AuthError, match="not valid"):
         ring.check("/admin/refresh", [(b"x-api-key", b"zzz")])
+    with pytest.raises(AuthError, match="'admin' scope") as err:          # an org key cannot open /admin
+        ring.check("/admin/refresh", [(b"x-api-key", b"k1")])
+    assert err.value.status == 403
+    assert ring.check("/admin/refresh", [(b"x-api-key", b"k3")]) is None
+    with pytest.raises(AuthError, match="'feedback' scope"):                # and the admin key is no org key
+        ring.check("/feedback", [(b"x-api-key", b"k3")])
     with pytest.raises(ValueError, match="not set"):
         KeyRing.from_config({"keys": [{"org": "x", "env": "SURELY_UNSET_VAR"}]}, environ={})
+    with pytest.raises(ValueError, match="plain keys are not accepted"):
+        KeyRing.from_config({"keys": [{"org": "x", "key": "k1"}]})
+    with pytest.raises(ValueError, match="unknown scopes"):
+        KeyRing.from_config({"keys": [{"org": "x", "sha256": sha256("k"), "scopes": ["root"]}]})
 
 
 @pytest.mark.parametrize("raw,words", [(b"\xff", "UTF-8"), (b"", "empty"), (b"{", "malformed JSON"),
