@@ -1,5 +1,5 @@
-"""The ASGI middleware in front of every endpoint: size limits, UTF-8 and JSON
-checks, request validation with messages that say what is wrong (and never
+"""The ASGI middleware in front of every endpoint: API keys, rate limits and
+admission (serving/admission.py), size limits, UTF-8 and JSON checks, request validation with messages that say what is wrong (and never
 echo the prompt), API keys, the JSON health probes, and the error responses
 documented in the OpenAPI page. Bad input never reaches the endpoints, so
 none of it can turn into a 500."""
@@ -13,6 +13,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from autoroute.signals import redact
+from serving.admission import Refused
 from serving.auth import AuthError, bind_org
 from serving.schemas import ChatCompletionRequest, Feedback, Request, RouteBatch
 
@@ -162,9 +163,27 @@ class Guard:
             return await self._docs(scope, receive, send)
         if method != "POST" or path not in VALIDATED or svc is None:
             return await self.app(scope, receive, send)
+        try:                                        # who, how often, and is there room (headers only)
+            org = svc.keys.check(path, scope.get("headers") or [])
+            if not path.startswith("/admin"):
+                svc.admission.rates.check(org)
+            gate = await svc.admission.gate(path).__aenter__()
+        except AuthError as err:
+            code = "unauthorized" if err.status == 401 else "forbidden"
+            return await send_json(send, err.status, error_body(path, err.status, str(err), code))
+        except Refused as err:
+            code = "rate_limited" if err.status == 429 else "overloaded"
+            return await send_json(send, err.status, error_body(path, err.status, str(err), code), [err.header])
+        try:
+            return await self._admitted(svc, org, scope, receive, send)
+        finally:
+            await gate.__aexit__(None, None, None)
+
+    async def _admitted(self, svc, org, scope, receive, send):
+        """Read, check and bind the body, then pass it on to the endpoint."""
+        path = scope["path"]
         try:
             raw = await self._read(receive, int(svc.limits.max_body_bytes))
-            org = svc.keys.check(path, scope.get("headers") or [])
             model = VALIDATED[path]
             if model is None:                       # admin: nothing or an empty object
                 if raw.strip() and not isinstance(parse_body(raw), dict):
@@ -183,8 +202,7 @@ class Guard:
         except BadInput as err:
             return await send_json(send, err.status, error_body(path, err.status, str(err), err.code))
         except AuthError as err:
-            code = "unauthorized" if err.status == 401 else "forbidden"
-            return await send_json(send, err.status, error_body(path, err.status, str(err), code))
+            return await send_json(send, err.status, error_body(path, err.status, str(err), "forbidden"))
         headers = [(k, v) for k, v in scope.get("headers") or [] if k not in (b"content-length", b"content-type")]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
         scope = dict(scope, headers=headers)

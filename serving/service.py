@@ -21,10 +21,11 @@ from starlette.responses import JSONResponse as PlainJSON
 
 from autoroute.types import Area, Decision, Request, RoutingError
 from serving import metrics
+from serving.admission import Admission
 from serving.auth import KeyRing
 from serving.guard import STATE, Guard, error_body
-from serving.proxy import AUTO_MODES, UpstreamError, Upstreams, decision_field, decision_headers, pick_nitro, \
-    to_route_request
+from serving.proxy import AUTO_MODES, Cooldown, UpstreamError, Upstreams, decision_field, decision_headers, \
+    openai_chunks, pick_nitro, to_route_request
 from serving.runtime import (CachedScorer, LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
                              bundle_info, check_bundle, load_champion, load_serving_config, route_many,
                              serving_overrides, to_plain)
@@ -119,7 +120,8 @@ class AutoRoute:
                                     float(b.window_ms)) if b.enabled and self.router.scorer is not None else None
         p = to_plain(scfg.proxy)
         self.upstreams = Upstreams(p["providers"], p.get("upstream_ids") or {}, float(p["timeout_s"]),
-                                   int(p["max_fallbacks"]))
+                                   int(p["max_fallbacks"]), Cooldown(**p["cooldown"]))
+        self.admission = Admission(to_plain(scfg.traffic), to_plain(scfg.rate_limits))
         self.modes = scfg.modes
         metrics.set_degraded(self.degraded)
         STATE.service = self
@@ -327,7 +329,8 @@ class AutoRoute:
         if isinstance(decision, Exception):
             return _error(path, decision)
         if name == "auto:nitro":
-            decision = pick_nitro(decision, self.catalog, float(self.modes.nitro_quality_margin))
+            decision = pick_nitro(decision, self.catalog, float(self.modes.nitro_quality_margin),
+                                  req.expected_output_tokens or 500)
         payload = body.model_dump(exclude_unset=True, exclude={"route"})
         chain = self.upstreams.chain(decision, allow_fallback=name in AUTO_MODES)
         try:
@@ -360,17 +363,17 @@ class AutoRoute:
                 data["autoroute"] = field
             return PlainJSON(data, headers=headers)
 
+        want_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = openai_chunks(upstream, first, field, model=self.upstreams.upstream_ids.get(served, served),
+                               include_usage=want_usage, prompt_tokens=decision.estimated_tokens)
+
         async def events():
-            head = {"id": f"autoroute-{decision.decision_id}", "object": "chat.completion.chunk",
-                    "created": int(time.time()), "model": served, "choices": [], "autoroute": field}
-            yield b"data: " + orjson.dumps(head) + b"\n\n"
-            yield first
             try:
-                async for chunk in upstream.rest():
+                async for chunk in chunks:
                     yield chunk
             except Exception as err:  # after the first byte there is no falling back: say what happened
                 metrics.fallback(served, "stream broken")
-                yield b"data: " + error_body(path, 502, f"the upstream stream broke: {type(err).__name__}",
+                yield b"data: " + error_body(path, 502, f"the upstream stream broke: {err}",
                                              "upstream_error") + b"\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
