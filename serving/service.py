@@ -25,7 +25,7 @@ from serving.admission import Admission
 from serving.auth import KeyRing
 from serving.guard import STATE, Guard, error_body
 from serving.proxy import AUTO_MODES, Cooldown, UpstreamError, Upstreams, decision_field, decision_headers, \
-    openai_chunks, pick_nitro, to_route_request
+    openai_chunks, to_route_request
 from serving.runtime import (CachedScorer, LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
                              bundle_info, check_bundle, load_champion, load_serving_config, route_many,
                              serving_overrides, to_plain)
@@ -122,7 +122,6 @@ class AutoRoute:
         self.upstreams = Upstreams(p["providers"], p.get("upstream_ids") or {}, float(p["timeout_s"]),
                                    int(p["max_fallbacks"]), Cooldown(**p["cooldown"]))
         self.admission = Admission(to_plain(scfg.traffic), to_plain(scfg.rate_limits))
-        self.modes = scfg.modes
         metrics.set_degraded(self.degraded)
         STATE.service = self
         log.info("autoroute ready: %s%s", self.model_info.get("tag", "rules only"),
@@ -312,8 +311,7 @@ class AutoRoute:
         name = body.model.strip().lower()
         try:
             if name in AUTO_MODES:
-                cq = float(self.modes.floor_cost_quality) if name == "auto:floor" else None
-                req = to_route_request(body, cq)
+                req = to_route_request(body, name.partition(":")[2] or "auto")
             else:
                 model_id = self.catalog.try_resolve(body.model)
                 if model_id is None:
@@ -328,9 +326,6 @@ class AutoRoute:
         (decision,) = await self.decide([req], record=False)
         if isinstance(decision, Exception):
             return _error(path, decision)
-        if name == "auto:nitro":
-            decision = pick_nitro(decision, self.catalog, float(self.modes.nitro_quality_margin),
-                                  req.expected_output_tokens or 500)
         payload = body.model_dump(exclude_unset=True, exclude={"route"})
         chain = self.upstreams.chain(decision, allow_fallback=name in AUTO_MODES)
         try:
