@@ -69,7 +69,7 @@ def in_process(n: int) -> dict:
     champ = load_champion(stored, cfg, overrides)
     router = champ.router
     scorer = router.scorer
-    tok = getattr(getattr(scorer, "classifier", None), "tokenizer", None)
+    tok = scorer.bundle.classifier.tokenizer if scorer is not None else None
     pool = prompts(64, tok)
     rng = random.Random(0)
     for p in pool[:20]:                                  # warm-up (allocator, thread pools)

@@ -26,7 +26,7 @@ from serving.auth import KeyRing
 from serving.guard import STATE, Guard, error_body
 from serving.proxy import AUTO_MODES, Cooldown, UpstreamError, Upstreams, decision_field, decision_headers, \
     openai_chunks, to_route_request
-from serving.runtime import (CachedScorer, LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
+from serving.runtime import (LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
                              bundle_info, check_bundle, load_champion, load_serving_config, route_many,
                              serving_overrides, to_plain)
 from serving.schemas import (EXAMPLE_BATCH, EXAMPLE_FEEDBACK, EXAMPLE_REQUEST, CatalogEntry, ChatCompletion,
@@ -91,8 +91,10 @@ class AutoRoute:
         self.keys = KeyRing.from_config(to_plain(scfg.auth))
         ref = type(self).champion
         stored = ref.stored if ref is not None else None   # local store only, no remote lookup
+        t4 = to_plain(scfg.tier4)
         try:
-            champ = load_champion(stored, self.cfg, overrides, MODEL_TAG)
+            champ = load_champion(stored, self.cfg, overrides, MODEL_TAG,
+                                  live_tier4=lambda base: LiveUserPreference(base, float(t4["max_boost"])))
         except ModelLoadError as err:
             log.error("autoroute cannot start: %s", err)
             _stop_server()
@@ -102,12 +104,8 @@ class AutoRoute:
         self.runtime = champ.runtime
         self.catalog = self.router.catalog
         self.log_prompts = bool(scfg.log_prompts)
-        if self.router.scorer is not None and int(scfg.cache_size) > 0:
-            self.router.scorer = CachedScorer(self.router.scorer, int(scfg.cache_size))
-        t4 = to_plain(scfg.tier4)
         from autoroute.user_preference import UserPreferenceSettings
-        self.pref = LiveUserPreference(self.router.user_preference, float(t4["max_boost"]))
-        self.router.user_preference = self.pref
+        self.pref = self.router.user_preference
         lc = scfg.log
         self.store = LogStore(lc.db, float(lc.decision_flush_ms), bool(lc.store_prompts), durability=str(lc.durability),
                               prompt_retention_days=lc.prompt_retention_days, max_mb=lc.max_mb)

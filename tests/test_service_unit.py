@@ -108,15 +108,52 @@ class CountingScorer(LearnedScorer):
         return Scores(task_probs=np.full((n, 11), 1 / 11), quality=np.tile([0.5, 0.6], (n, 1)), models=self.models)
 
 
-def test_cached_scorer_scores_each_text_once():
-    from serving.runtime import CachedScorer
+class FakeBundle:
+    """A bundle's two heads on pooled states: task probs and per-model quality."""
+    models = ("gpt-4o", "claude-sonnet-4")
 
-    inner = CountingScorer()
-    cached = CachedScorer(inner, size=2)
-    a = cached.score(["x", "y", "x"])
-    b = cached.score(["y", "z"])
-    assert inner.calls == [["x", "y"], ["z"]]
-    assert a.quality.shape == (3, 2) and b.task_probs.shape == (2, 11)
+    class classifier:  # noqa: N801 - stands in for the TaskClassifier
+        @staticmethod
+        def from_pooled(pooled):
+            n = len(pooled)
+            return pooled / np.linalg.norm(pooled, axis=1, keepdims=True), np.full((n, 11), 1 / 11)
+
+    def from_embeddings(self, texts, emb, probs):
+        return Scores(task_probs=probs, quality=np.tile([0.5, 0.6], (len(texts), 1)) + emb[:, :1] * 0,
+                      models=self.models)
+
+
+class CountingEncoder:
+    note = "counting encoder"
+
+    def __init__(self):
+        self.calls = []
+
+    def pooled(self, texts):
+        self.calls.append(list(texts))
+        return np.ones((len(texts), 4), np.float32)
+
+
+def test_composed_scorer_encodes_each_text_once():
+    from autoroute.compose import ComposedScorer
+
+    enc = CountingEncoder()
+    scorer = ComposedScorer(FakeBundle(), enc, cache_size=2)
+    a = scorer.score(["x", "y", "x"])
+    b = scorer.score(["y", "z"])
+    assert enc.calls == [["x", "y"], ["z"]]                      # one encoder pass per batch, cached after
+    assert a.quality.shape == (3, 2) and b.task_probs.shape == (2, 11) and scorer.note == "counting encoder"
+
+
+def test_compose_falls_back_when_the_backend_cannot_be_built():
+    from autoroute.compose import compose_scorer
+
+    def broken(classifier, tag):
+        raise RuntimeError("no ONNX Runtime here")
+
+    scorer = compose_scorer(FakeBundle(), broken, lambda classifier: CountingEncoder(), cache_size=0)
+    assert "not used: RuntimeError: no ONNX Runtime here" in scorer.note
+    assert scorer.score(["a"]).quality.shape == (1, 2)
 
 
 def test_micro_batcher_groups_concurrent_calls():
