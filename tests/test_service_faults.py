@@ -132,3 +132,26 @@ def test_gate_bounds_concurrency_and_queue():
         assert slow.active == 0 and slow.stats()["waiting"] == 0
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("policy", ["refuse", "degrade"])
+def test_corrupt_champion_is_refused_or_degraded_per_config(tiny_run, tmp_path, policy):
+    import shutil
+    from types import SimpleNamespace
+
+    from serving.runtime import ModelLoadError, load_champion, load_serving_config
+
+    home = tiny_run["bentoml_home"] / "models" / "autoroute-router"
+    folder = tmp_path / "bundle"
+    shutil.copytree(home / (home / "latest").read_text().strip(), folder)
+    (folder / "preference.pt").write_bytes(b"not a torch file")          # a corrupt weight file
+    stored = SimpleNamespace(path=str(folder), tag="autoroute-router:corrupt")
+    cfg = load_serving_config([f"serving.on_model_error={policy}", f"serving.encoder.cache_dir={tmp_path}"])
+    if policy == "refuse":
+        with pytest.raises(ModelLoadError, match="could not be loaded.*refusing to start"):
+            load_champion(stored, cfg, [])
+    else:
+        champ = load_champion(stored, cfg, [])
+        assert champ.degraded and champ.router.scorer is None and "could not be loaded" in champ.problem
+        from autoroute.types import Request
+        assert champ.router.route(Request.from_prompt("hello")).degraded
