@@ -161,7 +161,8 @@ def load_champion(stored_model, cfg: DictConfig, overrides: Sequence[str], tag: 
             def parts(scorer, user_pref):
                 if scorer is not None:
                     scorer = compose_scorer(scorer, instantiate(cfg.serving.encoder), instantiate(sc.fallback),
-                                            int(sc.cache_size), sc.check_tolerance, str(stored_model.tag))
+                                            int(sc.cache_size), sc.check_tolerance, str(stored_model.tag),
+                                            stored_model.path)
                 return scorer, live(user_pref)
 
             knn_search = instantiate(sc.knn_search) if sc.get("knn_search") is not None else None

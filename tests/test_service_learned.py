@@ -41,7 +41,7 @@ def client(learned):
 def test_champion_is_served_on_the_onnx_encoder(client):
     ready = client.get("/readyz").json()
     assert ready["degraded"] is False and ready["model"].startswith("autoroute-router:")
-    assert ready["runtime"].startswith("ONNX Runtime int8 encoder"), ready["runtime"]
+    assert ready["runtime"].startswith("ONNX Runtime int8 encoder (shipped in the bundle"), ready["runtime"]
     d = client.post("/route", json={"messages": [{"role": "user", "content": NEUTRAL}]}).json()
     assert d["tier"] in (3, 4) and d["degraded"] is False and d["tier_name"] in ("learned", "user preference")
     ds = client.post("/route_batch", json={"requests": [{"messages": [{"role": "user", "content": t}]} for t in
@@ -119,9 +119,16 @@ def test_onnx_encoder_agrees_with_pytorch(tiny_run, learned, onnx_cache):
     texts = [json.loads(line)["prompt"] for f in sorted((ROOT / "data" / "authored").glob("*.jsonl"))
              for line in f.read_text().splitlines()[:20]]
     fp32 = ComposedScorer(bundle, TorchEncoder(bundle.classifier, quantize=False), 0).score(texts)
-    int8 = ComposedScorer(bundle, OnnxInt8Encoder(bundle.classifier, onnx_cache, f"autoroute-router:{folder.name}"),
-                          0).score(texts)
+    onnx = OnnxInt8Encoder(bundle.classifier, onnx_cache, f"autoroute-router:{folder.name}", bundle_dir=folder)
+    assert "shipped in the bundle" in onnx.note                          # training exported it
+    int8 = ComposedScorer(bundle, onnx, 0).score(texts)
     agree = float(np.mean(fp32.task_probs.argmax(1) == int8.task_probs.argmax(1)))
     assert agree >= 0.8, agree
     if fp32.quality is not None:
         assert float(np.abs(fp32.quality - int8.quality).mean()) < 0.05
+
+
+def test_the_run_measured_the_served_encoder(tiny_run):
+    m = tiny_run["metrics"]
+    acc, fp32 = m["classifier/test_served_onnx_int8/accuracy"], m["classifier/test/accuracy"]
+    assert 0.0 <= acc <= 1.0 and abs(acc - fp32) < 0.15, (acc, fp32)     # int8 as served vs fp32, held-out prompts

@@ -27,6 +27,7 @@ import numpy as np
 from autoroute.scoring import LearnedScorer, Scores
 
 log = logging.getLogger(__name__)
+ONNX_FILE = "encoder.int8-per-channel.onnx"      # in the bundle (training ships it) or the serving cache
 PROBES = ("hello there", "Fix this bug: ```python\ndef add(a, b):\n    return a - b\n```",
           "Write a short poem about autumn leaves", "What is the capital of Australia?",
           "Summarize the main arguments of this article about climate policy and carbon taxes in Europe",
@@ -45,8 +46,9 @@ class EncoderBackend(Protocol):
 class TorchEncoder:
     """The classifier's own PyTorch encoder; `quantize` = dynamic int8 Linear layers."""
 
-    def __init__(self, classifier, quantize: bool = True, threads: int | None = 1, tag: str | None = None):
-        self.threads = threads              # (`tag` names the champion; this backend caches nothing)
+    def __init__(self, classifier, quantize: bool = True, threads: int | None = 1, tag: str | None = None,
+                 bundle_dir: str | Path | None = None):
+        self.threads = threads              # (`tag`, `bundle_dir`: this backend reads and caches nothing)
         done = bool((classifier.meta or {}).get("quantized"))
         self.classifier = classifier.quantized() if quantize and not done else classifier
         self.note = f"PyTorch {'int8' if quantize or done else 'fp32'} encoder"
@@ -97,14 +99,17 @@ def export_int8(classifier, path: Path) -> Path:
 
 
 class OnnxInt8Encoder:
-    """The classifier's encoder on ONNX Runtime with int8 weights: exported once per
-    champion (`cache_dir/<tag>/encoder.int8-per-channel.onnx`), then loaded."""
+    """The classifier's encoder on ONNX Runtime with int8 weights: the one the bundle
+    ships (training exports it), else exported once per champion into
+    `cache_dir/<tag>/`, then loaded."""
 
     def __init__(self, classifier, cache_dir: str | Path, tag: str, threads: int = 1, chunk: int = 32,
-                 max_length: int | None = None):
+                 max_length: int | None = None, bundle_dir: str | Path | None = None):
         import onnxruntime as ort
 
-        path = Path(cache_dir) / str(tag).replace(":", "-") / "encoder.int8-per-channel.onnx"
+        shipped = Path(bundle_dir) / ONNX_FILE if bundle_dir is not None else None
+        path = shipped if shipped is not None and shipped.exists() else \
+            Path(cache_dir) / str(tag).replace(":", "-") / ONNX_FILE
         if not path.exists():
             log.info("exporting the champion's encoder to ONNX int8: %s", path)
             export_int8(classifier, path)
@@ -118,7 +123,8 @@ class OnnxInt8Encoder:
         self.dim = int(classifier.dim)
         self.chunk = chunk
         self.path = path
-        self.note = f"ONNX Runtime int8 encoder (max_length {self.max_length})"
+        self.note = f"ONNX Runtime int8 encoder ({'shipped in the bundle' if path == shipped else 'exported at start-up'}, " \
+                    f"max_length {self.max_length})"
 
     def pooled(self, texts: Sequence[str]) -> np.ndarray:
         texts = [t if isinstance(t, str) else "" for t in texts]
@@ -196,14 +202,15 @@ def max_difference(bundle, a: EncoderBackend, b: EncoderBackend, texts: Sequence
 
 
 def compose_scorer(bundle, encoder: Callable[..., EncoderBackend], fallback: Callable[..., EncoderBackend],
-                   cache_size: int = 4096, check_tolerance: float | None = 0.1, tag: str = "bundle") -> ComposedScorer:
+                   cache_size: int = 4096, check_tolerance: float | None = 0.15, tag: str = "bundle",
+                   bundle_dir: str | Path | None = None) -> ComposedScorer:
     """The served scorer of a bundle loaded with its fp32 encoder. `encoder` and
     `fallback` build backends from the classifier (partial `_target_`s); the first
     is used unless it cannot be built or, checked against the fp32 encoder on
     probe prompts, differs by more than `check_tolerance`."""
     clf = bundle.classifier
     try:
-        backend = encoder(classifier=clf, tag=tag)
+        backend = encoder(classifier=clf, tag=tag, bundle_dir=bundle_dir)
         if check_tolerance is not None:
             diff = max_difference(bundle, backend, TorchEncoder(clf, quantize=False))
             if diff > check_tolerance:
