@@ -35,12 +35,15 @@ ERROR_STATUSES = {"400": "Bad request: malformed JSON, invalid fields or unknown
                   "503": "Overloaded or the decision log cannot be written; nothing was recorded (see Retry-After)"}
 
 
-class _State:
-    """The running service instance (set by its __init__; one per worker process)."""
-    service: Any = None
+def running_service() -> Any:
+    """The worker's service instance (BentoML's own accessor), or None while it starts."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException
 
-
-STATE = _State()
+    try:
+        return bentoml.get_current_service()
+    except BentoMLException:
+        return None
 
 
 def describe(err: ValidationError, limit: int = 6) -> str:
@@ -151,7 +154,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
-        svc = STATE.service
+        svc = running_service()
         if method == "GET" and path in ("/healthz", "/readyz", "/livez"):
             if svc is None:
                 return await send_json(send, 503, b'{"status":"unavailable","ready":false,"degraded":false,'

@@ -23,7 +23,7 @@ from autoroute.types import Area, Decision, Request, RoutingError
 from serving import metrics
 from serving.admission import Admission
 from serving.auth import KeyRing
-from serving.guard import STATE, Guard, error_body
+from serving.guard import Guard, error_body
 from serving.proxy import AUTO_MODES, Cooldown, UpstreamError, Upstreams, decision_field, decision_headers, \
     openai_chunks, to_route_request
 from serving.runtime import (LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
@@ -121,7 +121,6 @@ class AutoRoute:
                                    int(p["max_fallbacks"]), Cooldown(**p["cooldown"]))
         self.admission = Admission(to_plain(scfg.traffic), to_plain(scfg.rate_limits))
         metrics.set_degraded(self.degraded)
-        STATE.service = self
         log.info("autoroute ready: %s%s", self.model_info.get("tag", "rules only"),
                  " (DEGRADED: " + str(self.problem) + ")" if self.degraded else "")
 

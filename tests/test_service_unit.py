@@ -148,7 +148,7 @@ def test_composed_scorer_encodes_each_text_once():
 def test_compose_falls_back_when_the_backend_cannot_be_built():
     from autoroute.compose import compose_scorer
 
-    def broken(classifier, tag):
+    def broken(classifier, tag, bundle_dir):
         raise RuntimeError("no ONNX Runtime here")
 
     scorer = compose_scorer(FakeBundle(), broken, lambda classifier: CountingEncoder(), cache_size=0)
