@@ -103,6 +103,7 @@ class LogStore:
         con.execute("PRAGMA journal_mode=WAL")
         con.execute(f"PRAGMA synchronous={synchronous}")
         con.execute("PRAGMA busy_timeout=10000")
+        con.execute("PRAGMA secure_delete=ON")    # blanked (expired) prompts leave no bytes behind
         if self.max_mb is not None:
             page = con.execute("PRAGMA page_size").fetchone()[0]
             con.execute(f"PRAGMA max_page_count={max(int(self.max_mb * 1024 * 1024 / page), 8)}")
@@ -238,7 +239,8 @@ class LogStore:
         except BaseException:
             _rollback(con)
             raise
-        if n:
+        if n:       # and out of the WAL: its old page images go with a truncating checkpoint
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             log.info("blanked %d prompts older than %s (prompt_retention_days)", n, cutoff)
 
     def flush(self, timeout: float = 10.0) -> bool:

@@ -59,8 +59,10 @@ def test_store_writes_redacted_prompts_and_expires_old_ones(tmp_path):
     store.close()
     assert con.execute("SELECT prompt FROM decisions WHERE decision_id='old'").fetchone()[0] == ""
     assert con.execute("SELECT prompt FROM decisions WHERE decision_id='d1'").fetchone()[0] != ""   # recent: kept
+    con.close()
     blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("log.sqlite"))
     assert not any(n.encode() in blob for n in NEEDLES)
+    assert b"an old prompt" not in blob                                   # expired: not in the file, nor its WAL
 
 
 def test_unwritable_log_is_reported_not_swallowed(tmp_path):
