@@ -191,6 +191,14 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         info = {"run_id": run.info.run_id, "git_sha": mlflow.get_run(run.info.run_id).data.tags.get("git_sha"),
                 "data_versions": data.versions, "primary_metric": metrics[tracker.primary_metric], **versions}
         bundle_dir = ctx.bundle(champ, out_dir / "bundle", info=info, metrics=metrics)
+        if cfg.training.bundle.get("onnx", False):   # the encoder as served: shipped and measured
+            t0 = time.time()
+            served.ship_onnx_encoder(clf, bundle_dir)
+            onnx = R.classifier_metrics(served.served_classifier_report(clf, bundle_dir, data, clf_cfg.calibration_bins),
+                                        "classifier/test_served_onnx_int8")
+            onnx["time/onnx_export_s"] = time.time() - t0
+            metrics.update(onnx)
+            tracker.log_metrics(onnx)
         model_uri = tracker.log_bundle(bundle_dir)
         selection = tracker.select_and_register(model_uri, metrics, run.info.run_id, versions["data_version"],
                                                 versions["protocol"], may_serve, why_not)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -218,5 +219,24 @@ def check_cache(router: Router, texts: Sequence[str], knob: float = 0.5) -> dict
             "decision_agreement": float(np.mean([x == y for x, y in zip(a, b)])), "n": len(texts)}
 
 
-__all__ = ["switch_knobs", "sweep_two_model", "two_model_result", "concat", "TwoModelSweep", "sweep_n_model",
+# ----------------------------------------------------------------------------- the shipped ONNX encoder
+def ship_onnx_encoder(clf, bundle_dir: Path) -> Path:
+    """Write the int8 ONNX encoder (what the service runs) into the bundle folder."""
+    from autoroute.compose import ONNX_FILE, export_int8
+    return export_int8(clf, Path(bundle_dir) / ONNX_FILE)
+
+
+def served_classifier_report(clf, bundle_dir: Path, data, bins: int = 15) -> dict:
+    """Accuracy, macro-F1, ECE, per-class F1 of the ONNX int8 encoder + the task head on `test`."""
+    from autoroute.classifier import classification_report
+    from autoroute.compose import OnnxInt8Encoder
+    te = data.prompts["test"]
+    te = te[te["task"].isin(clf.labels)]
+    index = {t: i for i, t in enumerate(clf.labels)}
+    enc = OnnxInt8Encoder(clf, cache_dir=Path(bundle_dir), tag="-", bundle_dir=bundle_dir)
+    _, probs = clf.from_pooled(enc.pooled(te["prompt"].tolist()))
+    return classification_report(probs, te["task"].map(index).to_numpy(), clf.labels, bins)
+
+
+__all__ = ["ship_onnx_encoder", "served_classifier_report", "switch_knobs", "sweep_two_model", "two_model_result", "concat", "TwoModelSweep", "sweep_n_model",
            "NModelSweep", "mix_report", "check_cache", "requests"]
