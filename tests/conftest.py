@@ -70,6 +70,12 @@ def tiny_run(training_env):
     proc, seconds = run_training(training_env["overrides"], training_env["out"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     out = training_env["out"]
+    # a tiny run never becomes the champion (the gate); the serving tests need one in the
+    # session's BentoML store, so its bundle is exported there by hand
+    code = f"from autoroute.bundle import export_to_bentoml; print(export_to_bentoml({str(out / 'bundle')!r}))"
+    exp = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "BENTOML_HOME": str(training_env["bentoml_home"])})
+    assert exp.returncode == 0, exp.stderr[-3000:]
     return {**training_env, "seconds": seconds, "stdout": proc.stdout,
             "metrics": json.loads((out / "metrics.json").read_text()),
             "selection": json.loads((out / "selection.json").read_text()), "bundle": out / "bundle"}
