@@ -18,6 +18,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 KEYS = {"acme": "test-key-acme", "beta": "test-key-beta"}
+ADMIN_KEY = "test-key-admin"          # org ops, admin: true (the dashboard's data)
 
 
 def free_port() -> int:
@@ -37,7 +38,8 @@ def serving_overrides(tmp: Path, upstream_url: str | None = None, *, keys: bool 
         for prov in ("openai", "anthropic", "google", "deepseek", "mistralai"):
             out.append(f"serving.proxy.providers.{prov}.base_url={upstream_url}")
     if keys:
-        entries = ",".join(f"{{org:{org},key:{key}}}" for org, key in KEYS.items())
+        entries = ",".join([f"{{org:{org},key:{key}}}" for org, key in KEYS.items()] +
+                           [f"{{org:ops,key:{ADMIN_KEY},admin:true}}"])
         out.append(f"serving.auth.keys=[{entries}]")
     return out + list(extra or [])
 

@@ -51,9 +51,13 @@ CREATE TABLE IF NOT EXISTS decisions (
     selected_model TEXT NOT NULL,
     task           TEXT,
     tier           INTEGER,
-    payload        TEXT                  -- the full Decision as JSON
+    payload        TEXT,                 -- the full Decision as JSON
+    requested      TEXT,                 -- what the client asked for: 'auto' or the model it picked (a lock)
+    arm            TEXT                  -- the A/B arm that decided: 'champion' or a challenger's name
 );
 """
+#: columns added to `decisions` after its first release (added to older logs on open)
+DECISIONS_ADDED = {"requested": "TEXT", "arm": "TEXT"}
 
 FEEDBACK_COLUMNS = ["decision_id", "prompt", "routed_model", "chosen_model", "event", "rating", "user_id", "org_id",
                     "ts"]
