@@ -93,6 +93,9 @@ def test_pick_answer_override_feedback_dashboard(page, history_server, fake_upst
     assert text_of(d, ".msg.bot .answer") == "hello from claude-opus-4-5"
     assert "Feedback saved: switched to Claude Opus 4.5" in text_of(d, ".msg.bot .note")
     assert ("claude-opus-4-5", False) in fake_upstream.calls
+    d.find_element(By.CSS_SELECTOR, ".msg.bot .regenerate").click()                # again, same model
+    wait(d).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, ".msg.bot .note"), "regenerated with"))
+    assert "regenerated with Claude Opus 4.5" in text_of(d, ".msg.bot .note")
     d.find_element(By.CSS_SELECTOR, ".msg.bot .stars button[data-rating='4']").click()
     wait(d).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, ".msg.bot .note"), "4/5"))
     assert "4/5 for Claude Opus 4.5" in text_of(d, ".msg.bot .note")
@@ -103,10 +106,22 @@ def test_pick_answer_override_feedback_dashboard(page, history_server, fake_upst
         "SELECT f.event, f.routed_model, f.chosen_model, f.rating, f.user_id, f.org_id, d.requested "
         "FROM feedback f JOIN decisions d USING (decision_id) WHERE f.user_id = ? ORDER BY f.id", (USER,)).fetchall()
     assert rows == [("override", "claude-sonnet-4", "claude-opus-4.5", None, USER, "acme", "auto"),
+                    ("regenerate", "claude-sonnet-4", "claude-opus-4.5", None, USER, "acme", "auto"),
                     ("rating", "claude-sonnet-4", "claude-opus-4.5", 4.0, USER, "acme", "auto")], rows
     picked = sqlite3.connect(served.db).execute(
         "SELECT COUNT(*) FROM decisions WHERE user_id = ? AND requested = 'claude-opus-4.5'", (USER,)).fetchone()[0]
-    assert picked == 1
+    assert picked == 2                                  # the override's answer and its regeneration
+
+    # pick a model in the picker: the answer says it is the user's choice
+    Select(d.find_element(By.ID, "model")).select_by_visible_text("GPT-4o")
+    d.find_element(By.ID, "prompt").send_keys("Tell me a fun fact about octopuses", Keys.ENTER)
+    wait(d).until(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, ".msg.bot .model-label")) == 2)
+    second = d.find_elements(By.CSS_SELECTOR, ".msg.bot")[1]
+    assert second.find_element(By.CSS_SELECTOR, ".model-label").text == "GPT-4o - your choice"
+    assert second.find_element(By.CSS_SELECTOR, ".answer").text == "hello from gpt-4o"
+    d.save_screenshot(str(screenshots / "ui-4-picked.png"))
+    assert sqlite3.connect(served.db).execute(
+        "SELECT COUNT(*) FROM decisions WHERE user_id = ? AND requested = 'gpt-4o'", (USER,)).fetchone()[0] == 1
 
     # the dashboard asks for the admin key, then shows the override
     d.set_window_size(1280, 2200)
@@ -119,7 +134,7 @@ def test_pick_answer_override_feedback_dashboard(page, history_server, fake_upst
     pairs = d.find_element(By.ID, "c-pairs").text
     assert "Claude Sonnet 4 → Claude Opus 4.5" in pairs, pairs
     assert "Claude Opus 4.5" in d.find_element(By.ID, "c-ratings").text
-    assert text_of(d, "#k-decisions .v") == str(served.truth["auto"] + 1)     # the history and this answer
+    assert text_of(d, "#k-decisions .v") == str(served.truth["auto"] + 1)     # the history and the Auto answer
     assert text_of(d, "#k-override .v").endswith("%") and text_of(d, "#k-override .v") != "0%"
     for chart in ("c-model", "c-task", "c-tier", "c-override", "c-spend", "c-latency"):
         assert d.find_elements(By.CSS_SELECTOR, f"#{chart} svg .mark"), f"{chart} drew nothing"

@@ -214,8 +214,8 @@
       const res = await complete(turn, model);
       turn.pending = null;
       if (model.startsWith("auto")) setAnswer(turn, res, false);
-      else {
-        turn.routed = null;
+      else {                                           // a model the user picked: feedback is about its decision
+        turn.routed = model;
         turn.decisionId = res.decision.decision_id;
         turn.alternatives = allModels().filter(m => m.model !== model);
         setAnswer(turn, res, true);
@@ -259,9 +259,9 @@
       return;
     }
     render(turn);
-    if (turn.routed && model !== turn.routed) {
+    if (model !== turn.routed) {
       await feedback(turn, {event: "override", chosen_model: model}, a => `Feedback saved: switched to ${name(a.chosen_model)}`);
-    } else if (turn.routed) {
+    } else {
       await feedback(turn, {event: "regenerate", chosen_model: model}, a => `Feedback saved: regenerated with ${name(a.chosen_model)}`);
     }
   }
@@ -282,9 +282,8 @@
       return;
     }
     render(turn);
-    if (turn.routed) {
-      await feedback(turn, {event: "regenerate", chosen_model: turn.model}, () => "Feedback saved: regenerated");
-    }
+    await feedback(turn, {event: "regenerate", chosen_model: turn.model},
+                   a => `Feedback saved: regenerated with ${name(a.chosen_model)}`);
   }
   async function rate(turn, stars) {
     turn.rating = stars;
