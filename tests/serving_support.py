@@ -17,7 +17,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
-KEYS = {"acme": "test-key-acme", "beta": "test-key-beta"}
+KEYS = {"acme": "test-key-acme", "beta": "test-key-beta",
+        "gamma": "test-key-gamma"}   # gamma: the feedback tests' own org (its overrides shape org-level Tier 4)
 ADMIN_KEY = "test-key-admin"          # org ops, admin: true (the dashboard's data)
 
 

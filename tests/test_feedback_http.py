@@ -24,7 +24,7 @@ def client(served):
         yield c
 
 
-def key(org: str = "acme") -> dict:
+def key(org: str = "gamma") -> dict:
     return {"x-api-key": KEYS[org]}
 
 
@@ -73,7 +73,7 @@ BAD_FEEDBACK = [
 def test_bad_feedback_is_4xx_and_writes_nothing(client, served, name, body, org, status, code, words):
     d = decide(client, "u-bad")
     assert d["selected_model"] == "claude-sonnet-4"
-    headers = {} if org == "none" else key(org or "acme")
+    headers = {} if org == "none" else key(org or "gamma")
     r = client.post("/feedback", json={"decision_id": d["decision_id"], **body}, headers=headers)
     assert r.status_code == status, r.text
     assert r.json()["code"] == code and words.lower() in r.json()["error"].lower(), r.json()
@@ -94,7 +94,7 @@ def test_events_are_credited_to_the_answer_they_are_about(client, served):
         assert r.status_code == 200, r.text
         ack = r.json()
         assert ack["stored"] is True and ack["routed_model"] == routed and ack["chosen_model"] == chosen, (body, ack)
-        assert ack["user_id"] == "u-attr" and ack["org_id"] == "acme"
+        assert ack["user_id"] == "u-attr" and ack["org_id"] == "gamma"
     logged = rows(served, did)
     assert [(e, c, rt) for e, _, c, rt, _, _ in logged] == [
         ("rating", routed, 2.0), ("override", "claude-opus-4.5", None), ("rating", "claude-opus-4.5", 5.0),
