@@ -34,7 +34,7 @@
     const task = k => (d.task_labels || {})[k] || k;
     $("meta").textContent = d.empty ? "No decisions in this window yet." :
       `${t.all_decisions} decisions (${t.decisions} by Auto, ${t.picked} for a model the user picked), ` +
-      `interval ${d.bucket}, updated ${new Date(d.generated_at).toLocaleTimeString()}`;
+      `interval ${d.bucket} (times in UTC), updated ${new Date(d.generated_at).toLocaleTimeString()}`;
     $("kpis").innerHTML = [
       kpi("Auto decisions", t.decisions ?? 0, "k-decisions"),
       kpi("override rate", pct(t.override_rate), "k-override"),
