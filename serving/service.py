@@ -227,7 +227,7 @@ class AutoRoute:
                          refreshed_at=self.pref.refreshed_at)
 
     @app.get("/admin/dashboard", tags=["Service APIs"])
-    async def dashboard_data(self, request: HttpRequest, days: float = Query(7.0, gt=0, le=3660)):
+    async def dashboard_data(self, request: HttpRequest, days: float = Query(7.0, ge=0.01, le=3660)):
         """What /dashboard draws, from the log of the last `days` days (needs an admin key when keys are set)."""
         try:
             self.keys.check_admin(request.headers.raw)

@@ -136,7 +136,7 @@ def test_dashboard_data_needs_an_admin_key(client):
     assert r.status_code == 403 and "admin" in r.json()["error"]
     assert client.get("/admin/dashboard", headers={"x-api-key": "wrong"}).status_code == 401
     r = client.get("/admin/dashboard?days=0", headers={"x-api-key": ADMIN_KEY})
-    assert r.status_code == 400 and "days" in r.json()["error"]
+    assert r.status_code == 400 and "days" in r.json()["error"] and "0.01" in r.json()["error"]
     r = client.get("/admin/dashboard?days=1", headers={"authorization": f"Bearer {ADMIN_KEY}"})
     assert r.status_code == 200, r.text
     data = r.json()
