@@ -103,8 +103,7 @@ def _pct(x: pd.Series, q: float) -> float | None:
 
 
 def _rates(dec: pd.DataFrame, fb: pd.DataFrame) -> dict[str, Any]:
-    ids = set(dec["decision_id"])
-    mine = fb[fb["decision_id"].isin(ids)]
+    mine = fb.merge(dec[["decision_id"]], on="decision_id", how="inner")
     n = len(dec)
     over = mine.loc[mine["event"] == "override", "decision_id"].nunique()
     regen = mine.loc[mine["event"] == "regenerate", "decision_id"].nunique()
@@ -147,8 +146,8 @@ def build(db: str | Path, catalog, days: float | None = 7.0, now: datetime | Non
                                                   .size().reindex(labels, fill_value=0)]}
 
     # overrides and regenerations, by the bucket of the decision they are about
-    fb_auto = fb[fb["decision_id"].isin(set(auto["decision_id"]))].merge(
-        auto[["decision_id", "bucket", "tokens", "cost", "selected_model", "arm"]], on="decision_id", how="left")
+    fb_auto = fb.merge(auto[["decision_id", "bucket", "tokens", "cost", "selected_model", "arm"]], on="decision_id",
+                       how="inner")
     n_auto = auto.groupby("bucket").size().reindex(labels, fill_value=0)
 
     def rate(event: str, window: int = 1) -> list[float | None]:
@@ -183,9 +182,9 @@ def build(db: str | Path, catalog, days: float | None = 7.0, now: datetime | Non
     spend, base = float(spend_b.sum()), float(base_b.sum())
 
     # decision latency percentiles per bucket
-    lat = dec.groupby("bucket")["latency_ms"]
-    out["latency"] = {f"p{q}": [(_pct(lat.get_group(b), q) if b in lat.groups else None) for b in labels]
-                      for q in (50, 90, 99)}
+    lat = dec.dropna(subset=["latency_ms"]).groupby("bucket")["latency_ms"]
+    out["latency"] = {f"p{q}": [None if v != v else round(float(v), 3)
+                                for v in lat.quantile(q / 100).reindex(labels)] for q in (50, 90, 99)}
 
     # A/B arms side by side
     arms = []
