@@ -184,7 +184,7 @@
       turn.reason = why(d) + (d.fallback_note ? ". " + d.fallback_note : "");
       turn.chip = `tier ${d.tier} · ${d.tier_name}`;
       const alts = (d.alternatives || []).slice();
-      turn.alternatives = alts;
+      turn.alternatives = alts.length ? alts : allModels().filter(m => m.model !== turn.model);
     } else {
       turn.label = `${name(turn.model)} - your choice`;
       turn.reason = switchedFrom ? `You switched from ${name(switchedFrom)}; Auto will learn from it.` : "The model you picked.";
