@@ -42,15 +42,23 @@ def most_capable(catalog) -> str:
     return max(catalog.offered, key=key)
 
 
-def read_window(db: str | Path, since: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(decisions, feedback) since the ISO time `since` (all when None); empty frames without a log."""
+def read_window(db: str | Path, since: str | None, org: str | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(decisions, feedback) since the ISO time `since` (all when None), of one org when
+    `org` is given, and the orgs seen in the window; empty frames without a log."""
     if not Path(db).exists():
-        return pd.DataFrame(), pd.DataFrame()
+        return pd.DataFrame(), pd.DataFrame(), []
     con = sqlite3.connect(f"file:{Path(db)}?mode=ro", uri=True, timeout=10.0)
     try:
         cols = {r[1] for r in con.execute("PRAGMA table_info(decisions)")}
         extra = ", ".join(c if c in cols else f"NULL AS {c}" for c in ("requested", "arm"))
-        where, args = ("WHERE ts >= ?", (since,)) if since else ("", ())
+        conds = [("ts >= ?", since)] if since else []
+        orgs = sorted(r[0] for r in con.execute(
+            "SELECT DISTINCT org_id FROM decisions" + (" WHERE ts >= ?" if since else ""),
+            (since,) if since else ()) if r[0] is not None)
+        conds += [("org_id = ?", org)] if org is not None else []
+        where = ("WHERE " + " AND ".join(c for c, _ in conds)) if conds else ""
+        args = tuple(v for _, v in conds)
         decisions = pd.read_sql_query(
             "SELECT decision_id, ts, user_id, org_id, selected_model, task, tier, "
             "json_extract(payload, '$.estimated_cost') AS cost, json_extract(payload, '$.estimated_tokens') AS "
@@ -61,7 +69,7 @@ def read_window(db: str | Path, since: str | None) -> tuple[pd.DataFrame, pd.Dat
             f"{where} ORDER BY id", con, params=args)
     finally:
         con.close()
-    return decisions, feedback
+    return decisions, feedback, orgs
 
 
 def _bucket(span_s: float) -> tuple[str, int]:
@@ -113,13 +121,14 @@ def _rates(dec: pd.DataFrame, fb: pd.DataFrame) -> dict[str, Any]:
             "ratings": int(len(ratings)), "mean_rating": round(float(ratings.mean()), 3) if len(ratings) else None}
 
 
-def build(db: str | Path, catalog, days: float | None = 7.0, now: datetime | None = None) -> dict[str, Any]:
-    """Everything the dashboard draws, as JSON-ready data."""
+def build(db: str | Path, catalog, days: float | None = 7.0, now: datetime | None = None,
+          org: str | None = None) -> dict[str, Any]:
+    """Everything the dashboard draws, as JSON-ready data (of one org when `org` is given)."""
     now = now or datetime.now(timezone.utc)
     since = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.000Z") if days else None
-    dec, fb = read_window(db, since)
+    dec, fb, orgs = read_window(db, since, org)
     top = most_capable(catalog)
-    out: dict[str, Any] = {"generated_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "days": days,
+    out: dict[str, Any] = {"generated_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "days": days, "org": org, "orgs": orgs,
                            "baseline_model": top, "baseline_name": catalog.cards[top].display_name,
                            "names": {m: c.display_name for m, c in catalog.cards.items()},
                            "task_labels": dict(TASK_LABELS)}

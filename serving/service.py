@@ -227,15 +227,17 @@ class AutoRoute:
                          refreshed_at=self.pref.refreshed_at)
 
     @app.get("/admin/dashboard", tags=["Service APIs"])
-    async def dashboard_data(self, request: HttpRequest, days: float = Query(7.0, ge=0.01, le=3660)):
-        """What /dashboard draws, from the log of the last `days` days (needs an admin key when keys are set)."""
+    async def dashboard_data(self, request: HttpRequest, days: float = Query(7.0, ge=0.01, le=3660),
+                             org: str | None = Query(None, min_length=1, max_length=200)):
+        """What /dashboard draws, from the log of the last `days` days, of all orgs or one
+        (needs an admin key when keys are set)."""
         try:
             self.keys.check_admin(request.headers.raw)
         except AuthError as err:
             code = "unauthorized" if err.status == 401 else "forbidden"
             return PlainJSON(orjson.loads(error_body("/admin/dashboard", err.status, str(err), code)),
                              status_code=err.status)
-        data = await asyncio.to_thread(dashboard.build, self.store.path, self.catalog, days)
+        data = await asyncio.to_thread(dashboard.build, self.store.path, self.catalog, days, None, org)
         return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     # -------------------------------------------------------------- probes

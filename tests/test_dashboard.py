@@ -92,6 +92,15 @@ def test_arms_side_by_side(history, catalog):
         assert a["cost_per_decision"] > 0 and a["p99_ms"] is not None
 
 
+def test_one_org(history, catalog):
+    db, truth = history
+    at = datetime.fromtimestamp(NOW + 60, tz=timezone.utc)
+    mine = dashboard.build(db, catalog, 7.0, now=at, org="acme")
+    assert mine["orgs"] == ["acme"] and mine["totals"]["decisions"] == truth["auto"]
+    other = dashboard.build(db, catalog, 7.0, now=at, org="globex")
+    assert other["empty"] is True and other["orgs"] == ["acme"]
+
+
 def test_window_excludes_old_decisions(history, catalog):
     db, truth = history
     recent = _build(db, catalog, days=0.25)["totals"]["decisions"]

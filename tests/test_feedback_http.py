@@ -130,6 +130,8 @@ def test_every_acknowledged_event_is_logged_under_concurrency(client, served):
 # ------------------------------------------------------------- dashboard + pages
 def test_dashboard_data_needs_an_admin_key(client):
     decide(client, "u-dash")
+    assert client.post("/route", json={"messages": [{"role": "user", "content": "hi"}], "user_id": "u-dash-beta"},
+                       headers=key("beta")).status_code == 200
     r = client.get("/admin/dashboard")
     assert r.status_code == 401 and "admin API key" in r.json()["error"]
     r = client.get("/admin/dashboard", headers=key())
@@ -142,7 +144,9 @@ def test_dashboard_data_needs_an_admin_key(client):
     data = r.json()
     assert data["totals"]["decisions"] >= 1 and data["baseline_model"] == "claude-opus-4.5"
     assert [a["arm"] for a in data["arms"]] == ["champion"]
-    assert data["by_model"] and data["buckets"]
+    assert data["by_model"] and data["buckets"] and "gamma" in data["orgs"]
+    one = client.get("/admin/dashboard?org=gamma", headers={"x-api-key": ADMIN_KEY}).json()
+    assert one["org"] == "gamma" and 0 < one["totals"]["all_decisions"] < data["totals"]["all_decisions"]
 
 
 def test_pages_are_served_and_self_contained(client):

@@ -43,8 +43,8 @@ const Charts = (() => {
   }
   function axes(s, ymax, yfmt, labels, xAt) {
     const ih = H - M.t - M.b;
-    for (let k = 0; k <= 4; k++) {
-      const v = ymax * k / 4, y = M.t + ih - ih * k / 4;
+    for (let k = 0; k <= 5; k++) {                       // 1, 2, 5 x 10^n over 5 steps: round ticks
+      const v = ymax * k / 5, y = M.t + ih - ih * k / 5;
       el("line", {x1: M.l, x2: W - M.r, y1: y, y2: y, class: "grid"}, s);
       el("text", {x: M.l - 6, y: y + 4, class: "tick", "text-anchor": "end"}, s, yfmt(v));
     }
@@ -62,7 +62,7 @@ const Charts = (() => {
     if (!labels || !labels.length || !names.length) return empty(host);
     const yfmt = opts.yfmt || (v => String(Math.round(v)));
     const totals = labels.map((_, i) => names.reduce((a, n) => a + (series[n][i] || 0), 0));
-    const ymax = opts.yfmt ? nice(Math.max(...totals)) : Math.max(nice(Math.max(...totals)), 4);  // counts: whole ticks
+    const ymax = opts.yfmt ? nice(Math.max(...totals)) : Math.max(nice(Math.max(...totals)), 5);  // counts: whole ticks
     const s = svg(host), iw = W - M.l - M.r, ih = H - M.t - M.b;
     const bw = iw / labels.length, pad = Math.max(Math.min(bw * 0.2, 12), bw - 70);  // bars at most 70 wide
     const xAt = i => M.l + bw * i + bw / 2;

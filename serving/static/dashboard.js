@@ -11,8 +11,9 @@
     return k ? {"authorization": "Bearer " + k} : {};
   }
   async function load() {
-    const days = $("window").value;
-    const r = await fetch(`/admin/dashboard?days=${days}`, {headers: headers()});
+    const q = new URLSearchParams({days: $("window").value});
+    if ($("org").value) q.set("org", $("org").value);
+    const r = await fetch(`/admin/dashboard?${q}`, {headers: headers()});
     const body = await r.json().catch(() => ({}));
     if (r.status === 401 || r.status === 403) {
       $("dash").hidden = true;
@@ -28,7 +29,15 @@
   function kpi(label, value, id) {
     return `<div class="kpi" id="${id}"><div class="v">${value}</div><div class="l">${label}</div></div>`;
   }
+  function orgs(d) {
+    const sel = $("org"), keep = sel.value;
+    sel.innerHTML = "";
+    sel.appendChild(new Option("all orgs", ""));
+    for (const o of new Set([...(d.orgs || []), ...(keep ? [keep] : [])])) sel.appendChild(new Option(o, o));
+    sel.value = keep;
+  }
   function draw(d) {
+    orgs(d);
     const t = d.totals || {};
     const name = m => (d.names || {})[m] || m;
     const task = k => (d.task_labels || {})[k] || k;
@@ -88,6 +97,7 @@
   }
   $("refresh").onclick = load;
   $("window").onchange = load;
+  $("org").onchange = load;
   $("keyform").onsubmit = ev => {
     ev.preventDefault();
     sessionStorage.setItem("autoroute-admin-key", $("key").value.trim());
