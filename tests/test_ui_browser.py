@@ -25,6 +25,16 @@ def wait(driver, timeout=30):
     return WebDriverWait(driver, timeout)
 
 
+def ask(driver, text: str) -> None:
+    """Type a message as a user does (Shift+Enter between lines) and send it with Enter."""
+    box = driver.find_element(By.ID, "prompt")
+    for i, line in enumerate(text.split("\n")):
+        if i:
+            box.send_keys(Keys.SHIFT, Keys.ENTER)
+        box.send_keys(line)
+    box.send_keys(Keys.ENTER)
+
+
 def text_of(driver, css: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, css).text
 
@@ -64,12 +74,7 @@ def test_pick_answer_override_feedback_dashboard(page, history_server, fake_upst
     d.find_element(By.CSS_SELECTOR, "#settings summary").click()
 
     # ask with Auto: the answer says which model and why
-    box = d.find_element(By.ID, "prompt")
-    for i, line in enumerate(PROMPT.split("\n")):
-        if i:
-            box.send_keys(Keys.SHIFT, Keys.ENTER)
-        box.send_keys(line)
-    box.send_keys(Keys.ENTER)
+    ask(d, PROMPT)
     wait(d).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".msg.bot .model-label")))
     label = text_of(d, ".msg.bot .model-label")
     assert label == "Claude Sonnet 4 - auto-selected for debugging", label
@@ -112,11 +117,21 @@ def test_pick_answer_override_feedback_dashboard(page, history_server, fake_upst
         "SELECT COUNT(*) FROM decisions WHERE user_id = ? AND requested = 'claude-opus-4.5'", (USER,)).fetchone()[0]
     assert picked == 2                                  # the override's answer and its regeneration
 
+    # the routed model's provider fails: the answer says which model stood in
+    fake_upstream.modes["claude-sonnet-4-20250514"] = "500"
+    ask(d, "Fix this bug: ```python\nprint(1/0)\n```")
+    wait(d).until(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, ".msg.bot .model-label")) == 2)
+    fake_upstream.modes.clear()
+    fell = d.find_elements(By.CSS_SELECTOR, ".msg.bot")[1]
+    label = fell.find_element(By.CSS_SELECTOR, ".model-label").text
+    assert label.endswith("- auto-selected (Claude Sonnet 4 was unavailable)") and "Sonnet" not in label[:20], label
+    assert "failed" in fell.find_element(By.CSS_SELECTOR, ".reason").text
+
     # pick a model in the picker: the answer says it is the user's choice
     Select(d.find_element(By.ID, "model")).select_by_visible_text("GPT-4o")
     d.find_element(By.ID, "prompt").send_keys("Tell me a fun fact about octopuses", Keys.ENTER)
-    wait(d).until(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, ".msg.bot .model-label")) == 2)
-    second = d.find_elements(By.CSS_SELECTOR, ".msg.bot")[1]
+    wait(d).until(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, ".msg.bot .model-label")) == 3)
+    second = d.find_elements(By.CSS_SELECTOR, ".msg.bot")[2]
     assert second.find_element(By.CSS_SELECTOR, ".model-label").text == "GPT-4o - your choice"
     assert second.find_element(By.CSS_SELECTOR, ".answer").text == "hello from gpt-4o"
     d.save_screenshot(str(screenshots / "ui-4-picked.png"))
@@ -134,7 +149,7 @@ def test_pick_answer_override_feedback_dashboard(page, history_server, fake_upst
     pairs = d.find_element(By.ID, "c-pairs").text
     assert "Claude Sonnet 4 → Claude Opus 4.5" in pairs, pairs
     assert "Claude Opus 4.5" in d.find_element(By.ID, "c-ratings").text
-    assert text_of(d, "#k-decisions .v") == str(served.truth["auto"] + 1)     # the history and the Auto answer
+    assert text_of(d, "#k-decisions .v") == str(served.truth["auto"] + 2)     # the history and two Auto answers
     assert text_of(d, "#k-override .v").endswith("%") and text_of(d, "#k-override .v") != "0%"
     for chart in ("c-model", "c-task", "c-tier", "c-override", "c-spend", "c-latency"):
         assert d.find_elements(By.CSS_SELECTOR, f"#{chart} svg .mark"), f"{chart} drew nothing"

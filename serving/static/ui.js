@@ -69,7 +69,13 @@
     return {text: ((data.choices || [])[0] || {}).message?.content ?? "", decision: d};
   }
   function autoLabel(d) {
-    const task = d.task && d.task !== "general" ? ` for ${(d.task || "").replace(/_/g, " ")}` : "";
+    if (d.served_model && d.served_model !== d.selected_model) {       // the upstream failed: a fallback answered
+      return `${name(d.served_model)} - auto-selected (${d.display_name} was unavailable)`;
+    }
+    // the reason's own head: "Claude Sonnet 4, auto-selected for coding (...)" -> "Claude Sonnet 4 - auto-selected for coding"
+    const head = (d.reason || "").split(" (")[0].split(";")[0];
+    if (head.startsWith(`${d.display_name}, auto-selected`)) return head.replace(", auto-selected", " - auto-selected");
+    const task = d.task && d.task !== "general" ? ` for ${d.task.replace(/_/g, " ")}` : "";
     return `${d.display_name || name(d.served_model)} - auto-selected${task}`;
   }
 
@@ -181,7 +187,7 @@
       turn.decisionId = d.decision_id;             // the Auto decision the feedback is about
       turn.routed = turn.model;
       turn.label = autoLabel(d);
-      turn.reason = why(d) + (d.fallback_note ? ". " + d.fallback_note : "");
+      turn.reason = d.fallback_note ? `Auto picked ${d.display_name}. ${why(d)}. ${d.fallback_note}.` : why(d);
       turn.chip = `tier ${d.tier} · ${d.tier_name}`;
       const alts = (d.alternatives || []).slice();
       turn.alternatives = alts.length ? alts : allModels().filter(m => m.model !== turn.model);
@@ -209,7 +215,7 @@
     const turn = {prompt: text, node, alternatives: [], pending: `${name(model)} is thinking…`, mode: model};
     state.turns.push(turn);
     render(turn);
-    node.scrollIntoView({block: "end"});
+    window.scrollTo(0, document.body.scrollHeight);
     try {
       const res = await complete(turn, model);
       turn.pending = null;
@@ -225,7 +231,7 @@
       turn.error = err.message;
     }
     render(turn);
-    node.scrollIntoView({block: "end"});
+    window.scrollTo(0, document.body.scrollHeight);
   }
   function allModels() {
     return Array.from($("model").options).filter(o => !o.value.startsWith("auto"))
