@@ -9,8 +9,9 @@ Definitions (the page shows them too):
 - override rate = auto decisions with at least one override / auto decisions;
 - spend = the served model's estimated cost of every auto decision plus the
   estimated cost of each override and of each regeneration with another
-  model (a second call); baseline = the most capable offered model's
-  estimated cost on the same auto decisions (same input and output tokens);
+  model (a second call); baseline = the most capable offered model's (best
+  quality prior averaged over tasks) estimated cost on the same auto
+  decisions (same input and output tokens);
 - latency = the routing decision's own latency (`latency_ms`), not the
   upstream model's.
 """
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autoroute.scoring import prior_quality
 from autoroute.types import TASK_LABELS
 
 #: bucket sizes the time series may use, smallest first (at most MAX_BUCKETS per chart)
@@ -34,12 +36,10 @@ TIER_NAMES = {1: "1 context rules", 2: "2 fast signals", 3: "3 learned", 4: "4 y
 
 
 def most_capable(catalog) -> str:
-    """The offered model with the highest mean capability score (ties: the dearer one)."""
-    def key(m: str):
-        card = catalog.cards[m]
-        caps = list(card.capabilities.values())
-        return (float(np.mean(caps)) if caps else 0.0, card.price.output or 0.0)
-    return max(catalog.offered, key=key)
+    """The offered model with the best quality prior averaged over tasks (ties: the dearer one)."""
+    quality, _ = prior_quality(catalog, catalog.offered, None)
+    return max(zip(catalog.offered, quality),
+               key=lambda mq: (round(float(mq[1]), 6), catalog.cards[mq[0]].price.output or 0.0))[0]
 
 
 def read_window(db: str | Path, since: str | None, org: str | None = None

@@ -13,6 +13,7 @@ import pytest
 
 from autoroute.config import build_router, load_config
 from autoroute.feedback import FEEDBACK_DDL
+from autoroute.scoring import prior_quality
 from autoroute.types import Request
 from autoroute.user_preference import fit_user_preference
 from log_history import write_history
@@ -68,14 +69,16 @@ def test_time_series_add_up(history, catalog):
 
 def test_baseline_is_the_most_capable_model_on_the_same_tokens(history, catalog):
     """Recomputed independently: each Auto decision's input tokens and the rules' expected
-    output tokens for its task, priced at the most capable offered model."""
+    output tokens for its task, priced at the offered model with the best mean quality prior."""
     db, _ = history
     out = _build(db, catalog)
-    assert out["baseline_model"] == "claude-opus-4.5"
+    quality, _ = prior_quality(catalog, catalog.offered, None)
+    top = catalog.offered[int(quality.argmax())]
+    assert out["baseline_model"] == top and out["baseline_name"] == catalog.cards[top].display_name
     table = load_config([]).rules.expected_output_tokens
     con = sqlite3.connect(db)
     rows = con.execute("SELECT task, payload FROM decisions WHERE requested = 'auto'").fetchall()
-    card = catalog.cards["claude-opus-4.5"]
+    card = catalog.cards[top]
     want = sum(card.estimate_cost(json.loads(p)["estimated_tokens"], table.get(task, table["default"]))
                for task, p in rows)
     assert out["totals"]["baseline_spend"] == pytest.approx(want, rel=1e-3)
