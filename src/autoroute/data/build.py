@@ -106,10 +106,15 @@ def run(cfg: DictConfig) -> dict:
     held = set(pp["test_groups"]) | authored_test_groups(prompts, float(pp["authored_test_fraction"]), seed)
     prompts["split"] = np.where(prompts["group"].isin(held), "test", "train")
     evaluation |= set(prompts.loc[prompts["split"] == "test", "dup_group"])
+    # benchmarks evaluated leave-one-benchmark-out (GSM8K, MMLU): classifier test only, and
+    # no near-duplicate of them in the classifier's (= the shared encoder's) training data
+    never = prompts["group"].isin(list(pp.get("never_train") or []))
+    prompts.loc[never, "split"] = "test"
+    classifier_only = set(prompts.loc[never, "dup_group"])
 
     # 2. classifier validation, from groups no preference data uses
     busy = set(comparisons["dup_group"]) | set(outcomes["dup_group"])
-    pool = prompts[(prompts["split"] == "train") & ~prompts["dup_group"].isin(evaluation | busy)]
+    pool = prompts[(prompts["split"] == "train") & ~prompts["dup_group"].isin(evaluation | busy | classifier_only)]
     for _, rows in pool.groupby("task"):
         val = pick_groups(rows["dup_group"].value_counts(), float(pp["validation_fraction"]), seed, "validation")
         prompts.loc[prompts.index.isin(rows.index) & prompts["dup_group"].isin(val), "split"] = "validation"
@@ -124,12 +129,13 @@ def run(cfg: DictConfig) -> dict:
     comparisons["split"] = np.where(comparisons["dup_group"].isin(evaluation), "test", "train")
 
     # 4. no training row may share a group with evaluation data
-    def drop_leaks(df: pd.DataFrame, name: str) -> pd.DataFrame:
-        leak = (df["split"] == "train") & df["dup_group"].isin(evaluation)
+    def drop_leaks(df: pd.DataFrame, name: str, extra: set[str] = frozenset()) -> pd.DataFrame:
+        leak = (df["split"] == "train") & df["dup_group"].isin(evaluation | extra)
         for src, n in df.loc[leak, "source"].value_counts().items():
             drops.add(f"{name}_train_near_duplicate_of_evaluation", src, n)
         return df[~leak]
-    prompts, outcomes = drop_leaks(prompts, "prompts"), drop_leaks(outcomes, "outcomes").copy()
+    prompts = drop_leaks(prompts, "prompts", classifier_only)
+    outcomes = drop_leaks(outcomes, "outcomes").copy()
 
     # 5. derived comparisons from the (leak-free) outcomes
     cp = params["comparisons"]

@@ -1,0 +1,188 @@
+"""Leave-one-source-group-out evaluation of the Tier 3 task classifier: every
+labelled source's prompts are classified by a model fine-tuned without that
+source (nor any near-duplicate of its prompts).
+
+    python -m training.benchmark_quality training.benchmark.classifier_loso=true
+
+Protocol (``conf/training/default.yaml`` ``classifier_loso``): the sources are
+partitioned into a handful of groups of related origin (arena prompts,
+instruction sets, code sources, benchmark queries, the summarization and
+translation templates, the authored prompts). For each group, the served
+classifier config plus the `fine_tune` delta (a shorter fine-tune: the only
+difference from the served model, and measured by `training.benchmark_quality`
+beside it) is trained on the classifier `train` split minus the group's sources
+and minus every row whose near-duplicate group holds one of the group's
+prompts, temperature-scaled on the `validation` rows left, quantized to int8
+as served, and run on every prompt of the group (all splits). The pooled
+predictions give accuracy, macro-F1, per-class F1, the confusion matrix, ECE
+and the unsure rate (confidence under the router's `classifier_min_confidence`);
+per source the same. Beside it, two baselines on the same folds: the majority
+class of the fold's training rows and the Tier 2 keyword hints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from autoroute.classifier import ClassifierConfig, TaskClassifier, classification_report, train_classifier
+from autoroute.signals import extract
+from autoroute.types import Request
+
+from training.data import TrainingData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LosoConfig:
+    """Source groups held out one at a time and the per-fold fine-tune delta."""
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    fine_tune: dict = field(default_factory=dict)     # ClassifierConfig fields changed per fold
+    min_confidence: float = 0.5                       # the router's classifier_min_confidence
+    quantize: bool = True                             # report the int8 model, as served
+    only: list[str] | None = None                     # run these groups only (a quick look); null = all
+
+
+def check_groups(cfg: LosoConfig, sources: set[str]) -> None:
+    """Every source in the data sits in exactly one group, and every named source exists."""
+    seen: dict[str, str] = {}
+    for g, members in cfg.groups.items():
+        for s in members:
+            if s in seen:
+                raise ValueError(f"classifier_loso.groups: source {s!r} is in {seen[s]!r} and {g!r}")
+            seen[s] = g
+    missing = sorted(sources - set(seen))
+    if missing:
+        raise ValueError(f"classifier_loso.groups: sources {missing} are in no group; every source must be "
+                         f"held out once")
+    unknown = sorted(set(seen) - sources)
+    if unknown:
+        raise ValueError(f"classifier_loso.groups: sources {unknown} are not in the data (sources: {sorted(sources)})")
+
+
+def fold(prompts: dict[str, pd.DataFrame], sources: list[str]
+         ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(train, validation, held-out) for holding out `sources`: the held-out rows are
+    every split's rows of those sources; train/validation lose those sources and every
+    row sharing a near-duplicate group with a held-out row."""
+    held = pd.concat([df[df["source"].isin(sources)] for df in prompts.values()], ignore_index=True)
+    near = set(held["dup_group"]) if "dup_group" in held else set()
+
+    def keep(df: pd.DataFrame) -> pd.DataFrame:
+        out = df[~df["source"].isin(sources)]
+        return out[~out["dup_group"].isin(near)] if "dup_group" in out else out
+    return keep(prompts["train"]), keep(prompts["validation"]), held
+
+
+def keyword_tasks(texts: list[str], fallback: str) -> list[str]:
+    """The Tier 2 keyword baseline: the task with the largest intent-hint weight, else `fallback`."""
+    out = []
+    for t in texts:
+        hints = extract(Request.from_prompt(t or " ")).task_hints
+        out.append(max(hints.items(), key=lambda kv: kv[1])[0] if hints else fallback)
+    return out
+
+
+def _report(probs: np.ndarray, y: np.ndarray, labels: tuple[str, ...], min_conf: float, bins: int) -> dict:
+    rep = classification_report(probs, y, labels, bins)
+    rep["unsure_rate"] = float((probs.max(1) < min_conf).mean()) if len(probs) else float("nan")
+    return rep
+
+
+def _hard(pred: list[str], labels: tuple[str, ...]) -> np.ndarray:
+    index = {t: i for i, t in enumerate(labels)}
+    p = np.zeros((len(pred), len(labels)))
+    p[np.arange(len(pred)), [index[t] for t in pred]] = 1.0
+    return p
+
+
+def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir: str | Path) -> dict:
+    """Train one classifier per held-out group; returns the pooled and per-source report."""
+    prompts = {k: v[v["task"].isin(clf_cfg.labels)] for k, v in data.prompts.items()}
+    sources = set().union(*(set(df["source"]) for df in prompts.values()))
+    check_groups(cfg, sources)
+    fold_cfg = dataclasses.replace(clf_cfg, **dict(cfg.fine_tune))
+    labels = tuple(fold_cfg.labels)
+    index = {t: i for i, t in enumerate(labels)}
+    frames, folds = [], {}
+    for name, members in cfg.groups.items():
+        if cfg.only and name not in cfg.only:
+            continue
+        members = [s for s in members if s in sources]
+        tr, va, held = fold(prompts, members)
+        if held.empty:
+            continue
+        t0 = time.time()
+        clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
+                                      va["task"].tolist(), fold_cfg, Path(out_dir) / f"loso_{name}")
+        served: TaskClassifier = clf.quantized() if cfg.quantize else clf
+        probs = served.predict_proba(held["prompt"].tolist())
+        majority = tr["task"].value_counts().idxmax()
+        frames.append(held[["prompt_id", "prompt", "task", "source"]].assign(
+            fold=name, pred=[labels[i] for i in probs.argmax(1)], confidence=probs.max(1),
+            majority=majority, keyword=keyword_tasks(held["prompt"].tolist(), majority),
+            **{f"p_{t}": probs[:, i] for i, t in enumerate(labels)}))
+        folds[name] = {"sources": members, "train_rows": len(tr), "validation_rows": len(va), "held_out": len(held),
+                       "train_examples": stats["train_examples"], "temperature": stats["temperature"],
+                       "seconds": round(time.time() - t0, 1)}
+        log.info("loso fold %s: %s", name, folds[name])
+    if not frames:
+        raise ValueError("classifier_loso: no group held out any prompt")
+    pred = pd.concat(frames, ignore_index=True)
+    return summarize(pred, labels, cfg.min_confidence, fold_cfg.calibration_bins) | {"folds": folds,
+                                                                                       "predictions": pred}
+
+
+def summarize(pred: pd.DataFrame, labels: tuple[str, ...], min_conf: float, bins: int = 15) -> dict:
+    """Pooled report, baselines, and a per-source table from the fold predictions."""
+    index = {t: i for i, t in enumerate(labels)}
+    probs = pred[[f"p_{t}" for t in labels]].to_numpy()
+    y = pred["task"].map(index).to_numpy()
+    out = _report(probs, y, labels, min_conf, bins)
+    out["baselines"] = {b: classification_report(_hard(pred[b].tolist(), labels), y, labels, bins)
+                        for b in ("majority", "keyword")}
+    rows = []
+    for src, m in pred.groupby("source").groups.items():
+        r = _report(probs[m], y[m], labels, min_conf, bins)
+        rows.append({"source": src, "fold": pred.loc[m, "fold"].iloc[0], "n": r["n"], "accuracy": r["accuracy"],
+                     "macro_f1": r["macro_f1"], "unsure_rate": r["unsure_rate"], "ece": r["ece"],
+                     "keyword_accuracy": float((pred.loc[m, "keyword"] == pred.loc[m, "task"]).mean())})
+    out["per_source"] = pd.DataFrame(rows).sort_values("source").reset_index(drop=True)
+    return out
+
+
+def metrics(report: dict, prefix: str = "classifier/loso_int8") -> dict[str, float]:
+    """Flat metric names for MLflow."""
+    out = {f"{prefix}/{k}": float(report[k]) for k in ("accuracy", "macro_f1", "ece", "unsure_rate", "n")}
+    out.update({f"{prefix}/f1/{t}": v for t, v in report["per_class_f1"].items()})
+    for b, r in report["baselines"].items():
+        out[f"{prefix}/baseline_{b}/macro_f1"] = float(r["macro_f1"])
+        out[f"{prefix}/baseline_{b}/accuracy"] = float(r["accuracy"])
+    for row in report["per_source"].itertuples():
+        out[f"{prefix}/source/{row.source}/accuracy"] = float(row.accuracy)
+        out[f"{prefix}/source/{row.source}/macro_f1"] = float(row.macro_f1)
+    return out
+
+
+def format_report(report: dict, title: str = "classifier, leave-one-source-group-out (int8 as served)") -> str:
+    fmt = lambda v: f"{v:.3f}"  # noqa: E731
+    lines = [f"== {title}",
+             f"accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}, ECE {report['ece']:.3f}, "
+             f"unsure {report['unsure_rate']:.3f}, n {report['n']}"]
+    for b, r in report["baselines"].items():
+        lines.append(f"baseline {b}: accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}")
+    lines.append("per class F1: " + ", ".join(f"{t} {v:.3f}" for t, v in report["per_class_f1"].items()))
+    lines.append(report["per_source"].to_string(index=False, float_format=fmt))
+    if "folds" in report:
+        lines.append("folds: " + "; ".join(f"{k}: train {v['train_examples']} ex, held out {v['held_out']}, "
+                                           f"{v['seconds']}s" for k, v in report["folds"].items()))
+    return "\n".join(lines)
+
+
+__all__ = ["LosoConfig", "check_groups", "fold", "keyword_tasks", "run", "summarize", "metrics", "format_report"]
