@@ -43,8 +43,9 @@ def _text(content: Any) -> tuple[str, bool]:
     return "\n".join(texts), image
 
 
-def to_route_request(body: ChatCompletionRequest, cost_quality: float | None = None) -> Request:
-    """The routing request for a chat request (RoutingError when it has no user text)."""
+def to_route_request(body: ChatCompletionRequest, variant: str = "auto") -> Request:
+    """The routing request for a chat request (RoutingError when it has no user text);
+    `variant` is the selection variant of auto, auto:floor, auto:nitro."""
     msgs, vision = [], False
     for m in body.messages:
         text, image = _text(m.content)
@@ -61,35 +62,10 @@ def to_route_request(body: ChatCompletionRequest, cost_quality: float | None = N
         needs["tools"] = True
     if needs:
         opts["needs"] = needs
-    if cost_quality is not None:
-        opts["cost_quality"] = cost_quality
+    if variant != "auto":
+        opts["variant"] = variant
     opts.setdefault("user_id", body.user)
     return Request(messages=msgs, **opts)
-
-
-def pick_nitro(decision: Decision, catalog, margin: float) -> Decision:
-    """The fastest model (catalog `speed`) within `margin` of the best predicted quality."""
-    if not decision.scores:
-        return decision
-    best = max(decision.scores.values())
-    ok = [m for m, q in decision.scores.items() if q >= best - margin]
-    fastest = max(ok, key=lambda m: (catalog.cards[m].speed, decision.scores[m]))
-    if fastest == decision.selected_model:
-        return decision.model_copy(update={"reason": decision.reason + "; fastest acceptable (auto:nitro)"})
-    card = catalog.cards[fastest]
-    others = [a for a in decision.alternatives if a.model != fastest]
-    prev = decision.selected_model
-    from autoroute.types import Alternative
-    prev_card = catalog.cards[prev]
-    others.insert(0, Alternative(model=prev, display_name=prev_card.display_name,
-                                 score=decision.scores.get(prev, 0.0), quality=decision.scores.get(prev, 0.0),
-                                 estimated_cost=decision.estimated_cost))
-    est = card.estimate_cost(decision.estimated_tokens, 500)
-    return decision.model_copy(update={
-        "selected_model": fastest, "display_name": card.display_name, "alternatives": others,
-        "estimated_cost": est,
-        "reason": f"{card.display_name}, the fastest model within {margin:.2f} of the best predicted quality "
-                  f"(auto:nitro; {prev_card.display_name} ranked first on quality for cost)"})
 
 
 @dataclass

@@ -23,7 +23,7 @@ from autoroute.types import Area, Decision, Request, RoutingError
 from serving import metrics
 from serving.auth import KeyRing
 from serving.guard import STATE, Guard, error_body
-from serving.proxy import AUTO_MODES, UpstreamError, Upstreams, decision_field, decision_headers, pick_nitro, \
+from serving.proxy import AUTO_MODES, UpstreamError, Upstreams, decision_field, decision_headers, \
     to_route_request
 from serving.runtime import (CachedScorer, LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
                              bundle_info, check_bundle, load_champion, load_serving_config, route_many,
@@ -111,7 +111,6 @@ class AutoRoute:
         p = to_plain(scfg.proxy)
         self.upstreams = Upstreams(p["providers"], p.get("upstream_ids") or {}, float(p["timeout_s"]),
                                    int(p["max_fallbacks"]))
-        self.modes = scfg.modes
         self.fast_path = bool(scfg.get("fast_path", True))
         metrics.set_degraded(self.degraded)
         STATE.service = self
@@ -285,8 +284,7 @@ class AutoRoute:
         name = body.model.strip().lower()
         try:
             if name in AUTO_MODES:
-                cq = float(self.modes.floor_cost_quality) if name == "auto:floor" else None
-                req = to_route_request(body, cq)
+                req = to_route_request(body, name.partition(":")[2] or "auto")
             else:
                 model_id = self.catalog.try_resolve(body.model)
                 if model_id is None:
@@ -301,8 +299,6 @@ class AutoRoute:
         (decision,) = await self.decide_quietly(req)
         if isinstance(decision, Exception):
             return _error(path, decision)
-        if name == "auto:nitro":
-            decision = pick_nitro(decision, self.catalog, float(self.modes.nitro_quality_margin))
         payload = body.model_dump(exclude_unset=True, exclude={"route"})
         chain = self.upstreams.chain(decision, allow_fallback=name in AUTO_MODES)
         try:

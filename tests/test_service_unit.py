@@ -138,16 +138,18 @@ def test_micro_batcher_groups_concurrent_calls():
     assert len(seen) == 1 and seen[0] == list(range(6))
 
 
-def test_nitro_picks_the_fastest_acceptable_model():
+def test_nitro_and_floor_are_router_variants():
     from autoroute.config import build_router, load_config
-    from serving.proxy import pick_nitro
+    from serving.proxy import to_route_request
+    from serving.schemas import ChatCompletionRequest
 
     router = build_router(load_config([]))
-    d = router.route(Request.from_prompt(NEUTRAL))
-    n = pick_nitro(d, router.catalog, margin=0.08)
-    best = max(d.scores.values())
-    ok = [m for m, q in d.scores.items() if q >= best - 0.08]
+    body = ChatCompletionRequest(model="auto:nitro", messages=[{"role": "user", "content": NEUTRAL}])
+    n = router.route(to_route_request(body, "nitro"))
+    best = max(n.scores.values())
+    ok = [m for m, q in n.scores.items() if q >= best * (1 - router.settings.nitro_band) - 1e-9]
     assert n.selected_model == max(ok, key=lambda m: router.catalog.cards[m].speed)
+    assert "auto:nitro" in n.reason
 
 
 # --------------------------------------------------------------- guard/auth

@@ -20,9 +20,9 @@ router therefore has APGR 0.5, like the random router.
 
 N-model routing with costs
 --------------------------
-Given a predicted-quality matrix ``pred [n_prompts, n_models]``, the router picks
-``argmax_m pred[i, m] - lam * cost_estimate[i, m]`` for each prompt.  Sweeping ``lam``
-from 0 (best predicted quality) to large values (cheapest model) gives a set of
+Given a predicted-quality matrix ``pred [n_prompts, n_models]``, each prompt's model is
+chosen by the served selection rule (:mod:`autoroute.selection`) at a knob value.
+Sweeping the knob from 1 (best predicted quality) to 0 (cheapest model) gives a set of
 (total cost, mean true quality) points.  Randomly mixing two routing policies achieves
 any point on the segment between them, so the achievable cost-quality frontier is the
 upper convex hull of the points (same convention as RouterBench's AIQ).
@@ -34,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from autoroute.selection import SelectionConfig, knob_grid, pick_batch
 
 __all__ = [
     "TwoModelResult",
@@ -176,13 +178,13 @@ def oracle_two_model_scores(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 @dataclass
 class CostQualityCurve:
-    """Cost-quality points of a router swept over its cost weight ``lam``.
+    """Cost-quality points of a router swept over its cost-quality knob.
 
     ``cost`` is the total true dollar cost over the prompts, ``quality`` the mean true
     score; ``frontier_cost/quality`` is the upper convex hull (achievable by mixing).
     """
 
-    lams: np.ndarray
+    knobs: np.ndarray
     cost: np.ndarray
     quality: np.ndarray
     frontier_cost: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -190,18 +192,13 @@ class CostQualityCurve:
 
 
 def route_n_models(
-    pred_quality: np.ndarray, cost_estimate: np.ndarray, lam: float
+    pred_quality: np.ndarray, cost_estimate: np.ndarray, knob: float, selection: SelectionConfig | None = None
 ) -> np.ndarray:
-    """Pick ``argmax_m pred[i, m] - lam * cost_estimate[i, m]`` per prompt (ties -> cheaper).
+    """The served selection rule (:func:`autoroute.selection.pick_batch`) per prompt at one knob value.
 
-    ``cost_estimate`` is ``[n_models]`` or ``[n_prompts, n_models]``.
+    ``cost_estimate`` is ``[n_models]`` or ``[n_prompts, n_models]`` dollars.
     """
-    pred = np.asarray(pred_quality, dtype=float)
-    c = np.broadcast_to(np.asarray(cost_estimate, dtype=float), pred.shape)
-    util = pred - lam * c
-    # tie-break toward the cheaper model: subtract a tiny multiple of the cost
-    util = util - 1e-12 * c / (np.abs(c).max() + 1e-30)
-    return np.argmax(util, axis=1)
+    return pick_batch(pred_quality, cost_estimate, knob, selection or SelectionConfig())
 
 
 def upper_convex_hull(cost: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,20 +231,22 @@ def cost_quality_curve(
     pred_quality: np.ndarray,
     true_scores: np.ndarray,
     costs: np.ndarray,
-    lams: np.ndarray | None = None,
+    knobs: np.ndarray | None = None,
     cost_estimate: np.ndarray | None = None,
+    selection: SelectionConfig | None = None,
 ) -> CostQualityCurve:
-    """Sweep the cost weight of a utility router and record (total cost, quality).
+    """Sweep the router's cost-quality knob through the served selection rule and
+    record (total cost, quality).
 
     Args:
         pred_quality: ``[n, m]`` predicted quality in [0, 1] per prompt and model.
         true_scores: ``[n, m]`` true score of each model's answer.
         costs: ``[n, m]`` true dollar cost of calling each model on each prompt.
-        lams: cost weights to sweep (default: 0 plus a log grid wide enough to reach
-            the cheapest model everywhere), interpreted per dollar of ``cost_estimate``.
+        knobs: knob values to sweep (default: a dense grid over [0, 1]).
         cost_estimate: the cost the router believes (``[m]`` or ``[n, m]``); defaults
             to the per-model mean of ``costs``.  Pass estimates derived from training
             data to avoid using the realised test costs.
+        selection: the selection settings (cost weight, unknown prices) as served.
 
     Returns:
         A :class:`CostQualityCurve` including its upper convex hull.
@@ -258,22 +257,16 @@ def cost_quality_curve(
     if not (pred.shape == y.shape == c.shape):
         raise ValueError("pred_quality, true_scores and costs must have the same shape")
     est = c.mean(axis=0) if cost_estimate is None else np.asarray(cost_estimate, dtype=float)
-    if lams is None:
-        est_b = np.broadcast_to(est, pred.shape)
-        spread = max(float(np.ptp(est_b)), 1e-12)
-        lo = 1e-4 / spread
-        hi = 1e3 / max(float(est_b[est_b > 0].min()) if (est_b > 0).any() else 1e-12, 1e-12)
-        lams = np.concatenate([[0.0], np.geomspace(lo, hi, 400)])
-    lams = np.asarray(lams, dtype=float)
+    knobs = knob_grid(201) if knobs is None else np.asarray(knobs, dtype=float)
     rows = np.arange(pred.shape[0])
-    tot_cost = np.empty(lams.size)
-    qual = np.empty(lams.size)
-    for k, lam in enumerate(lams):
-        ch = route_n_models(pred, est, lam)
+    tot_cost = np.empty(knobs.size)
+    qual = np.empty(knobs.size)
+    for k, knob in enumerate(knobs):
+        ch = route_n_models(pred, est, knob, selection)
         tot_cost[k] = c[rows, ch].sum()
         qual[k] = y[rows, ch].mean()
     fc, fq = upper_convex_hull(tot_cost, qual)
-    return CostQualityCurve(lams, tot_cost, qual, fc, fq)
+    return CostQualityCurve(knobs, tot_cost, qual, fc, fq)
 
 
 def cost_to_match(curve: CostQualityCurve, target_quality: float) -> float:
@@ -308,9 +301,7 @@ def oracle_cost_quality(true_scores: np.ndarray, costs: np.ndarray) -> CostQuali
     """Oracle router: knows the true scores and costs of every prompt."""
     y = np.asarray(true_scores, dtype=float)
     c = np.asarray(costs, dtype=float)
-    spread = max(float(np.ptp(c)), 1e-12)
-    lams = np.concatenate([[0.0], np.geomspace(1e-4 / spread, 1e3 / max(c[c > 0].min(), 1e-12), 600)])
-    return cost_quality_curve(y, y, c, lams=lams, cost_estimate=c)
+    return cost_quality_curve(y, y, c, knobs=knob_grid(401), cost_estimate=c)
 
 
 def random_router_curve(true_scores: np.ndarray, costs: np.ndarray) -> CostQualityCurve:

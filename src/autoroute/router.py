@@ -3,7 +3,6 @@ signals, Tier 3 learned task + quality scores, Tier 4 user preference, then
 selection by quality for cost under the request's knob."""
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -12,11 +11,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from autoroute.catalog import Catalog
-from autoroute.scoring import LearnedScorer, NoUserPreference, Scores, UserPreference, catalog_prior
+from autoroute.scoring import LearnedScorer, NoUserPreference, Scores, UserPreference, prior_quality
+from autoroute.selection import SelectionConfig, choose, explain, relative
 from autoroute.signals import Signals, extract
 from autoroute.types import TASK_LABELS, TASKS, Alternative, Decision, Request, RoutingError
 
 TIER_NAMES = {1: "context rules", 2: "fast signals", 3: "learned", 4: "user preference"}
+SOURCE_LABELS = {"measured_prior": "measured prior (Arena ratings)", "proxy_prior": "prior from an earlier version",
+                 "family_prior": "family prior (no evidence for this model yet)", "catalog": "catalog prior"}
 
 
 @dataclass
@@ -28,6 +30,13 @@ class RouterSettings:
     max_alternatives: int = 5
     max_prompt_chars: int = 2_000_000
     user_preference_weight: float = 1.0
+    floor_band: float = 0.05              # auto:floor = cheapest within this share of the best predicted quality
+    nitro_band: float = 0.08              # auto:nitro = fastest within this share of the best predicted quality
+
+    @property
+    def selection(self) -> SelectionConfig:
+        return SelectionConfig(cost_weight=self.cost_weight, unknown_price=self.unknown_price,
+                               floor_band=self.floor_band, nitro_band=self.nitro_band)
 
     def __post_init__(self):
         if self.unknown_price not in ("pessimistic", "exclude"):
@@ -35,6 +44,7 @@ class RouterSettings:
                              f"not {self.unknown_price!r}")
         if not 0.0 <= self.classifier_min_confidence <= 1.0:
             raise ValueError("router.settings.classifier_min_confidence must be in [0, 1]")
+        self.selection  # validates the selection settings
 
 
 @dataclass
@@ -258,40 +268,55 @@ class Router:
             else:
                 task, confidence = self._hinted_task(sig)
                 why = (f"signals suggest {TASK_LABELS[task]}" if task else "no task signal")
-        quality = catalog_prior(cat, pool, task)
+        quality, sources = prior_quality(cat, pool, task)
         if scores is not None and row is not None and scores.quality is not None:
             idx = {m: j for j, m in enumerate(scores.models)}
             for i, m in enumerate(pool):
                 if m in idx:
                     quality[i] = float(scores.quality[row, idx[m]])
+                    sources[i] = scores.source(idx[m])
         out_tokens = self._output_tokens(request, task)
         costs = [cat.cards[m].estimate_cost(sig.estimated_tokens, out_tokens) for m in pool]
-        utility = quality - self._cost_penalty(costs, request.cost_quality)
         adjust = self.user_preference.adjust(request.user_id, request.org_id, pool) * s.user_preference_weight
-        final = utility + adjust
-        order = list(np.argsort(-final, kind="stable"))
+        variant = request.variant
+        speeds = [cat.cards[m].speed or 0.0 for m in pool]
+        plain = choose(quality, costs, request.cost_quality, s.selection, variant, speeds)
+        pick = choose(quality, costs, request.cost_quality, s.selection, variant, speeds, adjust)
+        final, order = pick.utility, pick.order
         chosen = None
-        if prefer:
+        if prefer and variant == "auto":
             for m in prefer:
                 mid = cat.try_resolve(m)
                 if mid in pool:
                     chosen = pool.index(mid)
                     break
         if chosen is None:
-            chosen = int(order[0])
-            if tier >= 3 and np.any(adjust) and int(np.argmax(utility)) != chosen:
+            chosen = pick.index
+            if tier >= 3 and np.any(adjust) and plain.index != chosen:
                 tier, why = 4, why + "; adjusted to your usage"
+        if variant != "auto":
+            band = s.floor_band if variant == "floor" else s.nitro_band
+            what = "cheapest" if variant == "floor" else "fastest"
+            why = (why + "; " if why else "") + f"the {what} model within {band:.0%} of the best predicted quality " \
+                                                  f"(auto:{variant})"
         model = pool[chosen]
         card = cat.cards[model]
         reason = (f"{card.display_name}, auto-selected for {TASK_LABELS.get(task, task)}" if task
                   else f"{card.display_name}, auto-selected")
         if why:
             reason += f" ({why})"
-        first = cat.try_resolve(prefer[0]) if prefer else None
+        first = cat.try_resolve(prefer[0]) if prefer and variant == "auto" else None
         if first is not None and first != model:
             reason += f"; {cat.cards[first].display_name} is not available for this request"
+        best_i, q_vs_best, cost_vs_best = relative(quality, costs, chosen)
+        best = pool[best_i]
+        summary = explain(q_vs_best, cost_vs_best, cat.cards[best].display_name)
+        if summary:
+            reason += f"; {summary}"
         if costs[chosen] is None:
             reason += "; its price is unknown, so no cost estimate"
+        if sources[chosen] != "learned":
+            reason += f"; its quality estimate is a {SOURCE_LABELS.get(sources[chosen], sources[chosen])}"
         ranked = [chosen] + [j for j in order if j != chosen]
         alts = [Alternative(model=pool[j], display_name=cat.cards[pool[j]].display_name, score=round(float(final[j]), 6),
                             quality=round(float(quality[j]), 6), estimated_cost=costs[j])
@@ -301,6 +326,8 @@ class Router:
             tier_name=TIER_NAMES[tier], task=task or "general", confidence=round(float(confidence), 6),
             reason=reason, signals=sorted(sig.fired), alternatives=alts,
             scores={m: round(float(q), 6) for m, q in zip(pool, quality)},
+            score_sources=dict(zip(pool, sources)), best_model=best,
+            quality_vs_best=round(q_vs_best, 6), cost_vs_best=None if cost_vs_best is None else round(cost_vs_best, 6),
             estimated_cost=costs[chosen], estimated_tokens=sig.estimated_tokens, degraded=self.degraded,
             latency_ms=round((time.perf_counter() - t0) * 1000, 3))
 
@@ -311,20 +338,3 @@ class Router:
         task, w = max(sig.task_hints.items(), key=lambda kv: kv[1])
         return task, w / total * 0.6
 
-    def _cost_penalty(self, costs: list[float | None], knob: float) -> np.ndarray:
-        """lambda(knob) * relative log-cost in [0, 1]; unknown prices by policy.
-
-        lambda = cost_weight * (1 - knob) / knob: knob 0 picks the cheapest
-        model, knob 1 the best predicted quality, 0.5 weighs one unit of
-        relative log-cost as `cost_weight` units of quality."""
-        known = [c for c in costs if c is not None]
-        if not known:
-            return np.zeros(len(costs))
-        hi = max(known)
-        if self.settings.unknown_price == "pessimistic":
-            costs = [hi if c is None else c for c in costs]
-        lo = max(min(c for c in costs if c is not None), 1e-9)
-        span = math.log1p(hi / lo)
-        lam = self.settings.cost_weight * (1.0 - knob) / max(knob, 1e-6)
-        return np.array([lam * (math.log1p((c if c is not None else hi) / lo) / span if span > 0 else 0.0)
-                         for c in costs])

@@ -18,10 +18,17 @@ class Scores:
 
     task_probs: [n, len(TASKS)] calibrated task probabilities, or None.
     quality: [n, len(models)] predicted quality in [0, 1] for `models`, or None.
+    sources: per model of `models`, where its quality comes from ("learned" when
+        the preference model was trained on rows of that model; a cold-start
+        model says which prior its embedding came from). Empty = all learned.
     """
     task_probs: np.ndarray | None
     quality: np.ndarray | None
     models: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    def source(self, j: int) -> str:
+        return self.sources[j] if self.sources else "learned"
 
 
 class LearnedScorer(ABC):
@@ -63,6 +70,12 @@ class StaticUserPreference(UserPreference):
             if row:
                 out += np.array([row.get(m, 0.0) for m in models])
         return np.clip(out, -self.max_boost, self.max_boost)
+
+
+def prior_quality(catalog: Catalog, models: Sequence[str], task: str | None) -> tuple[np.ndarray, list[str]]:
+    """The quality every candidate gets when the learned tiers do not score it,
+    and where that number comes from (one entry per model)."""
+    return catalog_prior(catalog, models, task), ["catalog"] * len(models)
 
 
 def catalog_prior(catalog: Catalog, models: Sequence[str], task: str | None,

@@ -90,6 +90,9 @@ class Request(_Strict):
         default=0.5, ge=0.0, le=1.0, description="0 = cheapest acceptable, 1 = best quality regardless of cost")
     budget: float | None = Field(default=None, ge=0.0, description="max estimated USD for this call")
     expected_output_tokens: int | None = Field(default=None, ge=1)
+    variant: Literal["auto", "floor", "nitro"] = Field(
+        default="auto", description="auto: quality for cost under the knob; floor: the cheapest model within "
+                                    "the configured band of the best predicted quality; nitro: the fastest one")
 
     @field_validator("messages")
     @classmethod
@@ -135,7 +138,15 @@ class Decision(BaseModel):
     reason: str
     signals: list[str]
     alternatives: list[Alternative]
-    scores: dict[str, float] = Field(description="predicted quality for every candidate in the pool")
+    scores: dict[str, float] = Field(description="predicted quality (probability of a good answer) for every "
+                                                 "candidate in the pool")
+    score_sources: dict[str, str] = Field(
+        default_factory=dict, description="where each score comes from: learned (the preference model on this "
+                                          "prompt), measured_prior, proxy_prior, family_prior or catalog")
+    best_model: str | None = Field(default=None, description="the candidate with the best predicted quality")
+    quality_vs_best: float | None = Field(default=None, description="selected model's predicted quality / the best's")
+    cost_vs_best: float | None = Field(default=None, description="selected model's estimated cost / the best's "
+                                                                 "(null when a price is unknown)")
     estimated_cost: float | None
     estimated_tokens: int
     degraded: bool = False
