@@ -94,7 +94,12 @@ def main(cfg: DictConfig) -> None:
         from training.run import main as train_main
         train_main.__wrapped__(cfg)   # the undecorated pipeline entry, same config
         which = "latest"
-    run_id = find_run(tracker, which)
+    if which == "new":   # a run of its own for the classifier protocol (no pipeline artifacts needed)
+        with tracker.start(run_name="classifier_loso", tags={"kind": "classifier_loso"}) as run:
+            tracker.log_config(cfg, cfg.paths.root, {})
+            run_id = run.info.run_id
+    else:
+        run_id = find_run(tracker, which)
     metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
     loso_text = ""
     if cfg.training.benchmark.classifier_loso:

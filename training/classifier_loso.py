@@ -47,6 +47,8 @@ class LosoConfig:
     min_confidence: float = 0.5                       # the router's classifier_min_confidence
     quantize: bool = True                             # report the int8 model, as served
     only: list[str] | None = None                     # run these groups only (a quick look); null = all
+    max_eval_per_source_task: int | None = None       # seeded sample of each (source, task) held out; null = all
+    seed: int = 0
 
 
 def check_groups(cfg: LosoConfig, sources: set[str]) -> None:
@@ -116,11 +118,15 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
             continue
         members = [s for s in members if s in sources]
         tr, va, held = fold(prompts, members)
+        if cfg.max_eval_per_source_task:
+            held = held.sample(frac=1.0, random_state=cfg.seed).groupby(["source", "task"], sort=True).head(
+                cfg.max_eval_per_source_task).reset_index(drop=True)
         if held.empty:
             continue
         t0 = time.time()
         clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
-                                      va["task"].tolist(), fold_cfg, Path(out_dir) / f"loso_{name}")
+                                      va["task"].tolist(), fold_cfg, Path(out_dir) / f"loso_{name}",
+                                      train_sources=tr["source"].tolist())
         served: TaskClassifier = clf.quantized() if cfg.quantize else clf
         probs = served.predict_proba(held["prompt"].tolist())
         majority = tr["task"].value_counts().idxmax()

@@ -36,7 +36,8 @@ def run(cfg: ClassifierConfig, data: TrainingData, out_dir: str | Path, int8: bo
     check_labels(cfg)
     tr, va, te = data.prompts["train"], data.prompts["validation"], data.prompts["test"]
     clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
-                                  va["task"].tolist(), cfg, Path(out_dir) / "classifier_trainer")
+                                  va["task"].tolist(), cfg, Path(out_dir) / "classifier_trainer",
+                                  train_sources=tr["source"].tolist() if "source" in tr else None)
     te = te[te["task"].isin(clf.labels)]
     index = {t: i for i, t in enumerate(clf.labels)}
     probs = clf.predict_proba(te["prompt"].tolist(), progress=cfg.progress)

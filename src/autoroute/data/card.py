@@ -86,6 +86,11 @@ user statistics) -> `card` (this file). Parameters: `conf/data/default.yaml`.
 - Every training row of any output whose near-duplicate group holds
   evaluation data is dropped (counted below), so no prompt text, nor a
   near-duplicate, is in both a training and an evaluation split.
+- Benchmarks evaluated leave-one-benchmark-out ({never_train}) are never in the
+  classifier's training or validation data (its fine-tuned encoder is the
+  preference model's): their rows are classifier `test` only, and every
+  classifier training row near-duplicate to one of them is dropped. Their
+  outcome rows stay preference-model data (its evaluation drops them per fold).
 - Classifier train is capped at {cap_train} rows per task (validation
   {cap_val}, test {cap_test}), drawn round-robin across sources.
 - Derived comparisons: per prompt, every pair of models of a RouterBench or
@@ -126,6 +131,7 @@ def render_review(reviews: list[dict], current: dict[str, str]) -> str:
 def render(manifest: dict, feedback: dict | None, review: str | None = None) -> str:
     p = manifest["params"]
     out = [INTRO.format(jaccard=p["near_dup"]["jaccard"], test_groups=", ".join(p["prompts"]["test_groups"]),
+                        never_train=", ".join(p["prompts"].get("never_train") or []),
                         authored_frac=p["prompts"]["authored_test_fraction"],
                         val_frac=p["prompts"]["validation_fraction"], cmp_frac=p["comparisons"]["test_fraction"],
                         cap_train=p["prompts"]["max_train_per_task"],
