@@ -49,6 +49,12 @@ class LosoConfig:
     only: list[str] | None = None                     # run these groups only (a quick look); null = all
     max_eval_per_source_task: int | None = None       # seeded sample of each (source, task) held out; null = all
     seed: int = 0
+    # fine_tune: the served recipe per fold (with the `fine_tune` delta); frozen: the base
+    # encoder (int8 when quantize) + a logistic-regression head per fold, temperature-scaled
+    # on the fold's validation rows: a cheap proxy whose gap to fine_tune is measured
+    encoder: str = "fine_tune"
+    embedding_cache: str | None = None                # frozen: on-disk cache of the base encoder's embeddings
+    save_dir: str | None = None                       # write each fold's predictions here as it finishes
 
 
 def check_groups(cfg: LosoConfig, sources: set[str]) -> None:
@@ -112,6 +118,9 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
     fold_cfg = dataclasses.replace(clf_cfg, **dict(cfg.fine_tune))
     labels = tuple(fold_cfg.labels)
     index = {t: i for i, t in enumerate(labels)}
+    if cfg.encoder not in ("fine_tune", "frozen"):
+        raise ValueError(f"classifier_loso.encoder: {cfg.encoder!r} is not fine_tune or frozen")
+    frozen = _FrozenHead(fold_cfg, cfg) if cfg.encoder == "frozen" else None
     frames, folds = [], {}
     for name, members in cfg.groups.items():
         if cfg.only and name not in cfg.only:
@@ -124,11 +133,14 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
         if held.empty:
             continue
         t0 = time.time()
-        clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
-                                      va["task"].tolist(), fold_cfg, Path(out_dir) / f"loso_{name}",
-                                      train_sources=tr["source"].tolist())
-        served: TaskClassifier = clf.quantized() if cfg.quantize else clf
-        probs = served.predict_proba(held["prompt"].tolist())
+        if frozen is not None:
+            probs, stats = frozen.fit_predict(tr, va, held)
+        else:
+            clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
+                                          va["task"].tolist(), fold_cfg, Path(out_dir) / f"loso_{name}",
+                                          train_sources=tr["source"].tolist())
+            served: TaskClassifier = clf.quantized() if cfg.quantize else clf
+            probs = served.predict_proba(held["prompt"].tolist())
         majority = tr["task"].value_counts().idxmax()
         frames.append(held[["prompt_id", "prompt", "task", "source"]].assign(
             fold=name, pred=[labels[i] for i in probs.argmax(1)], confidence=probs.max(1),
@@ -138,11 +150,47 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
                        "train_examples": stats["train_examples"], "temperature": stats["temperature"],
                        "seconds": round(time.time() - t0, 1)}
         log.info("loso fold %s: %s", name, folds[name])
+        if cfg.save_dir:
+            Path(cfg.save_dir).mkdir(parents=True, exist_ok=True)
+            frames[-1].to_parquet(Path(cfg.save_dir) / f"{cfg.encoder}_{name}.parquet")
     if not frames:
         raise ValueError("classifier_loso: no group held out any prompt")
     pred = pd.concat(frames, ignore_index=True)
     return summarize(pred, labels, cfg.min_confidence, fold_cfg.calibration_bins) | {"folds": folds,
                                                                                        "predictions": pred}
+
+
+class _FrozenHead:
+    """The frozen-encoder proxy: base-encoder embeddings (cached) + a balanced logistic
+    regression on the fold's training rows, temperature-scaled on its validation rows."""
+
+    def __init__(self, clf_cfg: ClassifierConfig, cfg: LosoConfig):
+        from autoroute.embeddings import EmbeddingCache, Encoder, EncoderConfig
+
+        self.labels = tuple(clf_cfg.labels)
+        self.encoder = Encoder(EncoderConfig(name_or_path=clf_cfg.encoder, max_length=clf_cfg.max_length,
+                                             quantize=cfg.quantize))
+        self.cache = EmbeddingCache(cfg.embedding_cache)
+        self.seed = clf_cfg.seed
+
+    def fit_predict(self, tr: pd.DataFrame, va: pd.DataFrame, held: pd.DataFrame) -> tuple[np.ndarray, dict]:
+        from sklearn.linear_model import LogisticRegression
+
+        from autoroute.classifier import fit_temperature, softmax
+
+        index = {t: i for i, t in enumerate(self.labels)}
+        x_tr, x_va, x_ho = (self.cache.encode(self.encoder, df["prompt"].tolist(), progress=False)
+                            for df in (tr, va, held))
+        y_tr, y_va = tr["task"].map(index).to_numpy(), va["task"].map(index).to_numpy()
+        head = LogisticRegression(C=10.0, class_weight="balanced", max_iter=2000, random_state=self.seed)
+        head.fit(x_tr, y_tr)
+
+        def logits(x: np.ndarray) -> np.ndarray:   # columns in label order, absent classes very unlikely
+            out = np.full((len(x), len(self.labels)), -30.0)
+            out[:, head.classes_] = head.decision_function(x)
+            return out
+        temperature = fit_temperature(logits(x_va), y_va)
+        return softmax(logits(x_ho), temperature), {"train_examples": len(tr), "temperature": temperature}
 
 
 def summarize(pred: pd.DataFrame, labels: tuple[str, ...], min_conf: float, bins: int = 15) -> dict:

@@ -46,13 +46,12 @@ def group_prompts(tables: list[pd.DataFrame], nd: dict) -> dict[str, str]:
     return dict(zip(ids, ids[roots]))
 
 
-def authored_test_groups(prompts: pd.DataFrame, fraction: float, seed: int) -> set[str]:
-    """Whole source_label groups of each authored task, held out for the classifier test."""
-    held: set[str] = set()
-    authored = prompts[prompts["source"] == "authored"]
-    for _, rows in authored.groupby("task"):
-        held |= pick_groups(rows["group"].value_counts(), fraction, seed, "authored_test")
-    return held
+def authored_test_rows(prompts: pd.DataFrame, fraction: float, seed: int) -> pd.Series:
+    """A seeded share of the rows of every authored style group (task x source_label) held out
+    for the classifier test: every style keeps most of its rows in training. (The
+    leave-one-source-group-out protocol holds out the authored prompts as a whole.)"""
+    authored = prompts["source"] == "authored"
+    return authored & prompts["prompt_id"].map(lambda k: hash_fraction(k, seed, "authored_test", fraction))
 
 
 def derive_pairs(outcomes: pd.DataFrame, sources: list[str], include_ties: bool, seed: int) -> pd.DataFrame:
@@ -103,8 +102,9 @@ def run(cfg: DictConfig) -> dict:
     # 1. fixed evaluation data
     evaluation = set(outcomes.loc[outcomes["split"].isin(["test", "eval"]), "dup_group"])
     pp = params["prompts"]
-    held = set(pp["test_groups"]) | authored_test_groups(prompts, float(pp["authored_test_fraction"]), seed)
-    prompts["split"] = np.where(prompts["group"].isin(held), "test", "train")
+    held = prompts["group"].isin(set(pp["test_groups"]))
+    held |= authored_test_rows(prompts, float(pp["authored_test_fraction"]), seed)
+    prompts["split"] = np.where(held, "test", "train")
     evaluation |= set(prompts.loc[prompts["split"] == "test", "dup_group"])
     # benchmarks evaluated leave-one-benchmark-out (GSM8K, MMLU): classifier test only, and
     # no near-duplicate of them in the classifier's (= the shared encoder's) training data

@@ -78,8 +78,8 @@ user statistics) -> `card` (this file). Parameters: `conf/data/default.yaml`.
 - Evaluation data: outcomes `test` (RouterBench and LLMRouter test files) and
   `eval` (RouteLLM MMLU and GSM8K, RouteLLM's contaminated prompts removed,
   folds 0-4 by near-duplicate group), the classifier `test` (whole held-out
-  sources: {test_groups}; for authored tasks {authored_frac:.0%} of each
-  task's `source_label` groups), the classifier `validation` (seeded
+  sources: {test_groups}; and a seeded {authored_frac:.0%} of the authored rows
+  of every style group), the classifier `validation` (seeded
   {val_frac:.0%} of the remaining groups, only from groups no preference data
   uses), and the comparison `test` (comparisons on any evaluation prompt, plus
   a seeded {cmp_frac:.0%} of the other Arena / AlpacaEval prompt groups).
