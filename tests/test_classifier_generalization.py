@@ -66,20 +66,19 @@ def _sample(df: pd.DataFrame, per_task: int, seed: int) -> pd.DataFrame:
     return df.sample(frac=1.0, random_state=seed).groupby("task", sort=True).head(per_task)
 
 
-def test_fine_tuned_classifier_learns_and_generalizes_to_held_out_sources(prompts, loso_cfg, tmp_path):
-    """A few dozen steps on a slice, then prompts of sources the model never saw (the
-    public instruction sets: self-instruct, Alpaca seed tasks, AlpacaEval)."""
+def test_fine_tuned_classifier_beats_the_baselines_on_held_out_sources(prompts, tmp_path):
+    """Learning happened: a short fine-tune on a slice of the real training split, run as
+    served (int8), against the majority class and the Tier 2 keyword hints on a sample of
+    the classifier test split (sources the training split never holds: HumanEval,
+    arena-hard v2, self-instruct, Alpaca seed, GSM8K, MMLU, TED zh-en, SAMSum, Multi-News,
+    a share of the authored prompts)."""
     import torch
     torch.set_num_threads(1)
-    members = loso_cfg.groups["instruction_sets"]
-    tr, va, held = L.fold(prompts, members)
-    tr = _sample(tr, 40, 0)
-    va = _sample(va, 12, 0)
-    held = _sample(held, 25, 1)
-    cfg = dataclasses.replace(ClassifierConfig(), max_length=48, max_steps=45, batch_size=16, lr=1e-4,
-                              max_per_task=None, label_smoothing=0.1, progress=False, seed=0)
-    clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
-                                  va["task"].tolist(), cfg, tmp_path, train_sources=tr["source"].tolist())
+    tr, va, held = prompts["train"], _sample(prompts["validation"], 10, 0), _sample(prompts["test"], 16, 1)
+    cfg = dataclasses.replace(ClassifierConfig(), max_length=40, max_steps=40, batch_size=16, lr=1e-4,
+                              max_per_task=40, label_smoothing=0.1, progress=False, seed=0)
+    clf, _ = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
+                              va["task"].tolist(), cfg, tmp_path, train_sources=tr["source"].tolist())
     index = {t: i for i, t in enumerate(TASKS)}
     y = held["task"].map(index).to_numpy()
     model = classification_report(clf.quantized().predict_proba(held["prompt"].tolist()), y, TASKS)
@@ -88,8 +87,8 @@ def test_fine_tuned_classifier_learns_and_generalizes_to_held_out_sources(prompt
     base_major = classification_report(onehot([majority] * len(held)), y, TASKS)
     base_kw = classification_report(onehot(L.keyword_tasks(held["prompt"].tolist(), majority)), y, TASKS)
     print(f"held-out n={model['n']}: model macro-F1 {model['macro_f1']:.3f} acc {model['accuracy']:.3f} "
-          f"ECE {model['ece']:.3f}; keyword {base_kw['macro_f1']:.3f}; majority {base_major['macro_f1']:.3f}")
+          f"ECE {model['ece']:.3f}; keyword {base_kw['macro_f1']:.3f} / {base_kw['accuracy']:.3f}; "
+          f"majority {base_major['macro_f1']:.3f}")
     assert model["macro_f1"] > base_kw["macro_f1"] + 0.05
-    assert model["macro_f1"] > base_major["macro_f1"] + 0.2
-    assert model["accuracy"] > base_kw["accuracy"]
-    assert model["ece"] < 0.08
+    assert model["accuracy"] > base_kw["accuracy"] + 0.05
+    assert model["macro_f1"] > base_major["macro_f1"] + 0.3

@@ -22,6 +22,8 @@ class of the fold's training rows and the Tier 2 keyword hints.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -54,7 +56,8 @@ class LosoConfig:
     # on the fold's validation rows: a cheap proxy whose gap to fine_tune is measured
     encoder: str = "fine_tune"
     embedding_cache: str | None = None                # frozen: on-disk cache of the base encoder's embeddings
-    save_dir: str | None = None                       # write each fold's predictions here as it finishes
+    save_dir: str | None = None                       # each fold's predictions, written as it finishes and
+                                                      # reused when the same fold (same settings, data) reruns
 
 
 def check_groups(cfg: LosoConfig, sources: set[str]) -> None:
@@ -132,6 +135,12 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
                 cfg.max_eval_per_source_task).reset_index(drop=True)
         if held.empty:
             continue
+        saved = _fold_path(cfg, fold_cfg, name, members, data)
+        if saved is not None and saved.exists():
+            frames.append(pd.read_parquet(saved))
+            folds[name] = json.loads(saved.with_suffix(".json").read_text())
+            log.info("loso fold %s: reused %s", name, saved)
+            continue
         t0 = time.time()
         if frozen is not None:
             probs, stats = frozen.fit_predict(tr, va, held)
@@ -150,14 +159,27 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
                        "train_examples": stats["train_examples"], "temperature": stats["temperature"],
                        "seconds": round(time.time() - t0, 1)}
         log.info("loso fold %s: %s", name, folds[name])
-        if cfg.save_dir:
-            Path(cfg.save_dir).mkdir(parents=True, exist_ok=True)
-            frames[-1].to_parquet(Path(cfg.save_dir) / f"{cfg.encoder}_{name}.parquet")
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            frames[-1].to_parquet(saved)
+            saved.with_suffix(".json").write_text(json.dumps(folds[name]))
     if not frames:
         raise ValueError("classifier_loso: no group held out any prompt")
     pred = pd.concat(frames, ignore_index=True)
     return summarize(pred, labels, cfg.min_confidence, fold_cfg.calibration_bins) | {"folds": folds,
                                                                                        "predictions": pred}
+
+
+def _fold_path(cfg: LosoConfig, fold_cfg: ClassifierConfig, name: str, members: list[str],
+               data: TrainingData) -> Path | None:
+    """Where a fold's predictions are kept: the name holds a hash of everything that decides them."""
+    if not cfg.save_dir:
+        return None
+    key = json.dumps({"fold": dataclasses.asdict(fold_cfg) | {"progress": None}, "members": sorted(members),
+                      "encoder": cfg.encoder, "quantize": cfg.quantize, "eval": cfg.max_eval_per_source_task,
+                      "seed": cfg.seed, "data": {k: v for k, v in sorted(data.versions.items())
+                                                 if k.startswith("prompts/")}}, sort_keys=True, default=str)
+    return Path(cfg.save_dir) / f"{cfg.encoder}_{name}_{hashlib.sha1(key.encode()).hexdigest()[:10]}.parquet"
 
 
 class _FrozenHead:
