@@ -39,6 +39,7 @@ def classifier_loso(cfg: DictConfig, run_id: str) -> tuple[str, dict[str, float]
 
     import torch
 
+    from autoroute.config import build_router
     from training import classifier_loso as L
     from training.report import plot_confusion
 
@@ -47,6 +48,8 @@ def classifier_loso(cfg: DictConfig, run_id: str) -> tuple[str, dict[str, float]
     clf_cfg = instantiate(cfg.classifier)
     with tempfile.TemporaryDirectory() as tmp:
         report = L.run(clf_cfg, data, instantiate(cfg.training.classifier_loso), tmp)
+        report["served"] = L.served_report(report["predictions"], tuple(clf_cfg.labels),
+                                           lambda scorer: build_router(cfg, scorer=scorer))
         text = L.format_report(report)
         metrics = L.metrics(report)
         per_class = {t: v for t, v in report["per_class_f1"].items()}

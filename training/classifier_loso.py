@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from autoroute.classifier import ClassifierConfig, TaskClassifier, classification_report, train_classifier
+from autoroute.scoring import LearnedScorer, Scores
 from autoroute.signals import extract
 from autoroute.types import Request
 
@@ -233,6 +234,41 @@ def summarize(pred: pd.DataFrame, labels: tuple[str, ...], min_conf: float, bins
     return out
 
 
+class _FoldProbs(LearnedScorer):
+    """The fold models' task probabilities, looked up by prompt: the router runs on them as
+    it runs on the served classifier (no quality head: catalog priors)."""
+
+    def __init__(self, probs: dict[str, np.ndarray]):
+        self.probs = probs
+
+    def score(self, texts):
+        return Scores(task_probs=np.stack([self.probs[t] for t in texts]), quality=None)
+
+
+def served_tasks(pred: pd.DataFrame, labels: tuple[str, ...], make_router) -> list[str]:
+    """The task the router reports for each held-out prompt (a single user message, no
+    Space): Tier 2 signal rules first, then the fold's classifier; unsure -> general."""
+    probs = pred[[f"p_{t}" for t in labels]].to_numpy()
+    router = make_router(_FoldProbs(dict(zip(pred["prompt"], probs))))
+    out = []
+    for i in range(0, len(pred), 256):
+        out += [d.task for d in router.route_batch([Request.from_prompt(t) for t in pred["prompt"].iloc[i:i + 256]])]
+    return out
+
+
+def served_report(pred: pd.DataFrame, labels: tuple[str, ...], make_router) -> dict:
+    """accuracy / macro-F1 of the router's reported task ("general" counts as wrong)."""
+    from sklearn.metrics import f1_score
+
+    task = served_tasks(pred, labels, make_router)
+    y, p = pred["task"].tolist(), task
+    return {"accuracy": float(np.mean([a == b for a, b in zip(y, p)])),
+            "macro_f1": float(f1_score(y, p, labels=sorted(set(y)), average="macro", zero_division=0)),
+            "general_rate": float(np.mean([t == "general" for t in p])),
+            "tier2_rate": float(np.mean([a != labels[int(np.argmax(r))] and a != "general"
+                                         for a, r in zip(p, pred[[f"p_{t}" for t in labels]].to_numpy())]))}
+
+
 def metrics(report: dict, prefix: str = "classifier/loso_int8") -> dict[str, float]:
     """Flat metric names for MLflow."""
     out = {f"{prefix}/{k}": float(report[k]) for k in ("accuracy", "macro_f1", "ece", "unsure_rate", "n")}
@@ -240,6 +276,8 @@ def metrics(report: dict, prefix: str = "classifier/loso_int8") -> dict[str, flo
     for b, r in report["baselines"].items():
         out[f"{prefix}/baseline_{b}/macro_f1"] = float(r["macro_f1"])
         out[f"{prefix}/baseline_{b}/accuracy"] = float(r["accuracy"])
+    for k, v in (report.get("served") or {}).items():
+        out[f"{prefix}/router_task/{k}"] = float(v)
     for row in report["per_source"].itertuples():
         out[f"{prefix}/source/{row.source}/accuracy"] = float(row.accuracy)
         out[f"{prefix}/source/{row.source}/macro_f1"] = float(row.macro_f1)
@@ -253,6 +291,10 @@ def format_report(report: dict, title: str = "classifier, leave-one-source-group
              f"unsure {report['unsure_rate']:.3f}, n {report['n']}"]
     for b, r in report["baselines"].items():
         lines.append(f"baseline {b}: accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}")
+    if report.get("served"):
+        sv = report["served"]
+        lines.append(f"task as the router reports it (Tier 2 rules first, unsure -> general): accuracy "
+                     f"{sv['accuracy']:.3f}, macro-F1 {sv['macro_f1']:.3f}, general {sv['general_rate']:.3f}")
     lines.append("per class F1: " + ", ".join(f"{t} {v:.3f}" for t, v in report["per_class_f1"].items()))
     lines.append(report["per_source"].to_string(index=False, float_format=fmt))
     if "folds" in report:
@@ -261,4 +303,5 @@ def format_report(report: dict, title: str = "classifier, leave-one-source-group
     return "\n".join(lines)
 
 
-__all__ = ["LosoConfig", "check_groups", "fold", "keyword_tasks", "run", "summarize", "metrics", "format_report"]
+__all__ = ["LosoConfig", "check_groups", "fold", "keyword_tasks", "run", "summarize", "served_report", "metrics",
+           "format_report"]
