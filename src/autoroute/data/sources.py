@@ -406,7 +406,7 @@ def read_modern_prompts(root: Path, spec: dict, report: Report) -> dict[str, lis
     tasks = set(spec.get("zeroeval_tasks") or [])
     zeroeval: list[dict] = []
     p = root / "zeroeval_prompts.csv"
-    _collect(report, "zeroeval_prompts", p, ((line, r) for line, r in _csv(p, ["task", "id", "question"])
+    _collect(report, "zeroeval_prompts_labelled", p, ((line, r) for line, r in _csv(p, ["task", "id", "question"])
                                              if r["task"] in tasks),
              lambda r: {"prompt": _text(r, "question"), "source_label": _text(r, "task"), "id": r["id"]}, zeroeval)
     swebench: list[dict] = []
@@ -451,6 +451,9 @@ def read_source(name: str, root: Path, spec: dict, report: Report) -> dict[str, 
         return read_alpaca_eval(root, report)
     if name == "arena":
         return read_arena(root, report)
+    if name in ("swebench_verified", "zeroeval", "arena_ratings"):
+        from autoroute.data.modern import read_modern
+        return read_modern(name, root, report)
     if name == "modern_prompts":
         return read_modern_prompts(root, spec, report)
     return read_prompts(name, root, report)
