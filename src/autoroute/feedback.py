@@ -76,11 +76,13 @@ def read_feedback(db: Path) -> pd.DataFrame:
 
 
 def validate_feedback(df: pd.DataFrame, catalog: Catalog | None = None) -> pd.DataFrame:
-    """Rows with a bad event, empty prompt or unknown model raise: the log is written by our service."""
+    """Rows with a bad event or unknown model raise: the log is written by our service. An empty
+    prompt is allowed: the service does not store prompts (`serving.log.store_prompts=false`) or
+    blanked them after `serving.log.prompt_retention_days`; such rows count for Tier 4 only."""
     missing = [c for c in FEEDBACK_COLUMNS if c not in df]
     if missing:
         raise ValueError(f"feedback log: columns {missing} missing")
-    bad = ~df["event"].isin(EVENTS) | df["prompt"].fillna("").str.strip().eq("")
+    bad = ~df["event"].isin(EVENTS)
     if bad.any():
         first = df[bad].index[0]
         raise ValueError(f"feedback log: {int(bad.sum())} malformed rows (first: row {first}, event "
@@ -100,7 +102,8 @@ def feedback_to_comparisons(df: pd.DataFrame) -> pd.DataFrame:
     model_a is the chosen model, so ``winner='model_a'`` and ``preference=1.0``."""
     from autoroute.data.dedup import prompt_id
 
-    moved = df[df["event"].isin(["override", "regenerate"]) & (df["chosen_model"] != df["routed_model"])]
+    moved = df[df["event"].isin(["override", "regenerate"]) & (df["chosen_model"] != df["routed_model"])
+               & df["prompt"].fillna("").str.strip().ne("")]
     out = pd.DataFrame({
         "prompt_id": moved["prompt"].map(prompt_id), "prompt": moved["prompt"],
         "model_a": moved["chosen_model"], "model_b": moved["routed_model"],
