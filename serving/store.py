@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from autoroute.feedback import DECISIONS_DDL, FEEDBACK_DDL  # the schema the training pipeline reads
+from autoroute.feedback import DECISIONS_ADDED, DECISIONS_DDL, FEEDBACK_DDL  # the schema training reads
 from autoroute.signals import redact
 
 log = logging.getLogger("autoroute.serving.store")
@@ -110,6 +110,10 @@ class LogStore:
         con.executescript(_script(FEEDBACK_DDL) + _script(DECISIONS_DDL)
                           + "CREATE INDEX IF NOT EXISTS feedback_ts ON feedback(ts);"
                             "CREATE INDEX IF NOT EXISTS decisions_ts ON decisions(ts);")
+        have = {r[1] for r in con.execute("PRAGMA table_info(decisions)")}
+        for col, kind in DECISIONS_ADDED.items():       # a log written before these columns existed
+            if col not in have:
+                con.execute(f"ALTER TABLE decisions ADD COLUMN {col} {kind}")
         return con
 
     def _fail(self, err: BaseException, what: str) -> None:
@@ -131,13 +135,14 @@ class LogStore:
             raise LogUnavailable(self.error or "the decision log is not available")
 
     # ------------------------------------------------------------ decisions
-    def log_decision(self, decision, user_id: str | None, org_id: str | None,
-                     prompt: str) -> concurrent.futures.Future:
+    def log_decision(self, decision, user_id: str | None, org_id: str | None, prompt: str,
+                     requested: str = "auto", arm: str = "champion") -> concurrent.futures.Future:
         """Queue one decision; the future resolves once it is committed (LogUnavailable
-        when the log cannot be written; the row is kept and retried)."""
+        when the log cannot be written; the row is kept and retried). `requested`: 'auto'
+        or the model the client picked; `arm`: the A/B arm that decided."""
         row = {"decision_id": decision.decision_id, "selected_model": decision.selected_model,
                "user_id": user_id, "org_id": org_id, "prompt": redact(prompt) if self.store_prompts else "",
-               "task": decision.task, "tier": decision.tier}
+               "task": decision.task, "tier": decision.tier, "requested": requested, "arm": arm}
         with self._recent_lock:
             self._recent[decision.decision_id] = row
             if len(self._recent) > self._recent_max:
@@ -181,9 +186,10 @@ class LogStore:
                     try:
                         con.executemany(
                             "INSERT OR REPLACE INTO decisions (decision_id, ts, user_id, org_id, prompt, "
-                            "selected_model, task, tier, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+                            "selected_model, task, tier, payload, requested, arm) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                             [(r["decision_id"], ts, r["user_id"], r["org_id"], r["prompt"], r["selected_model"],
-                              r["task"], r["tier"], payload) for ts, r, payload, _ in pending])
+                              r["task"], r["tier"], payload, r["requested"], r["arm"])
+                             for ts, r, payload, _ in pending])
                         con.execute("COMMIT")
                     except BaseException:
                         _rollback(con)
@@ -290,6 +296,16 @@ class LogStore:
                 self._fail(err, "write")
                 raise LogUnavailable(self.error) from None
         return len(values)
+
+    def last_switch(self, decision_id: str) -> str | None:
+        """The model of the last override or regeneration of a decision (None: none yet)."""
+        if self._con is None:
+            raise LogUnavailable(self.error or "the decision log is not open")
+        with self._lock:
+            hit = self._con.execute(
+                "SELECT chosen_model FROM feedback WHERE decision_id = ? AND event IN ('override', 'regenerate') "
+                "ORDER BY id DESC LIMIT 1", (decision_id,)).fetchone()
+        return hit[0] if hit else None
 
     def feedback_frame(self) -> pd.DataFrame:
         """Every feedback row (read incrementally; rows from other workers included)."""

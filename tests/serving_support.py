@@ -18,7 +18,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
-KEYS = {"acme": "test-key-acme", "beta": "test-key-beta", "admin": "test-key-admin"}   # admin: scope admin only
+KEYS = {"acme": "test-key-acme", "beta": "test-key-beta", "admin": "test-key-admin",   # admin: scope admin only
+        "gamma": "test-key-gamma"}   # gamma: the feedback tests' own org (its overrides shape org-level Tier 4)
+ADMIN_KEY = KEYS["admin"]
 
 
 def sha256(key: str) -> str:

@@ -1,4 +1,5 @@
-"""`python -m training.benchmark_quality [training.benchmark.run=champion|latest|<run_id>|train]`
+"""`python -m training.benchmark_quality [training.benchmark.run=champion|latest|<run_id>|train]
+[training.benchmark.classifier_loso=true]`
 
 Prints the acceptance table of the served policy (every number is a decision
 of the router a user gets: the run's bundles loaded as served, int8 encoder,
@@ -14,7 +15,11 @@ rules, selection, swept over the knob) and logs it to the run in MLflow
   and cost against always-Opus.
 
 Baselines (random, prompt length, the oracle) sit beside each row. With
-`train`, it first runs the whole pipeline (same overrides as training.run)."""
+`train`, it first runs the whole pipeline (same overrides as training.run).
+With `classifier_loso`, it also runs the classifier's leave-one-source-group-out
+protocol (training/classifier_loso.py, about 3-4 minutes per group on a 2-core
+CPU) and logs its metrics, per-source table and confusion plot to the same run;
+its targets (issue 9) are printed with the acceptance table."""
 from __future__ import annotations
 
 import os
@@ -39,6 +44,46 @@ TARGETS = [
 ]
 PRODUCT_TARGET = 0.60
 BASELINES = ("random", "length", "oracle")
+# the classifier's leave-one-source-group-out targets (int8 as served)
+CLASSIFIER_TARGETS = {"classifier/loso_int8/macro_f1": (0.85, ">="), "classifier/loso_int8/accuracy": (0.88, ">="),
+                      "classifier/loso_int8/unsure_rate": (0.10, "<="), "classifier/loso_int8/ece": (0.08, "<="),
+                      "classifier/loso_int8/min_class_f1": (0.75, ">=")}
+
+
+def classifier_loso(cfg: DictConfig, run_id: str) -> tuple[str, dict[str, float]]:
+    """Run the leave-one-source-group-out protocol and log it to `run_id`."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from autoroute.config import build_router
+    from training import classifier_loso as L
+    from training.report import plot_confusion
+
+    torch.set_num_threads(int(cfg.training.num_threads))
+    data = instantiate(cfg.training.data, seed=cfg.seed)
+    clf_cfg = instantiate(cfg.classifier)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = L.run(clf_cfg, data, instantiate(cfg.training.classifier_loso), tmp)
+        report["served"] = L.served_report(report["predictions"], tuple(clf_cfg.labels),
+                                           lambda scorer: build_router(cfg, scorer=scorer))
+        text = L.format_report(report)
+        metrics = L.metrics(report)
+        per_class = {t: v for t, v in report["per_class_f1"].items()}
+        worst = min(per_class, key=per_class.get)
+        metrics["classifier/loso_int8/min_class_f1"] = per_class[worst]
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({k.replace("(", "").replace(")", ""): v for k, v in metrics.items()})
+            for p in plot_confusion(report, Path(tmp), "classifier_loso_confusion.png",
+                                    "classifier, leave-one-source-group-out, int8"):
+                mlflow.log_artifact(str(p), "plots")
+            report["per_source"].to_csv(Path(tmp) / "classifier_loso_per_source.csv", index=False)
+            mlflow.log_artifact(str(Path(tmp) / "classifier_loso_per_source.csv"))
+            mlflow.log_text(text, "classifier_loso.txt")
+            mlflow.log_dict({k: v for k, v in report.items() if k not in ("per_source", "predictions")},
+                            "classifier_loso_report.json")
+    return text + f"\nlowest class F1: {worst} {per_class[worst]:.3f}", metrics
 
 
 def find_run(tracker, which: str) -> str:
@@ -107,10 +152,27 @@ def main(cfg: DictConfig) -> None:
         from training.run import main as train_main
         train_main.__wrapped__(cfg)   # the undecorated pipeline entry, same config
         which = "latest"
-    run_id = find_run(tracker, which)
+    if which == "new":   # a run of its own for the classifier protocol (no pipeline artifacts needed)
+        with tracker.start(run_name="classifier_loso", tags={"kind": "classifier_loso"}) as run:
+            tracker.log_config(cfg, cfg.paths.root, {})
+            run_id = run.info.run_id
+    else:
+        run_id = find_run(tracker, which)
     metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
+    loso_text = ""
+    if cfg.training.benchmark.classifier_loso:
+        loso_text, loso_metrics = classifier_loso(cfg, run_id)
+        metrics = {**metrics, **loso_metrics}
     table, rows = acceptance(metrics)
-    text = f"{table}\n\n{format_table(metrics)}"
+    checks = []
+    for key, (target, op) in CLASSIFIER_TARGETS.items():
+        if key in metrics:
+            val = metrics[key]
+            ok = val >= target if op == ">=" else val <= target
+            checks.append(f"  {key}: {val:.3f} (target {op} {target}) {'OK' if ok else 'NOT MET'}")
+            rows[key] = {"metric": key, "value": val, "target": target, "op": op, "met": bool(ok), "before": None}
+    text = f"{table}\n" + ("\n".join(checks) + "\n" if checks else "") + f"\n{format_table(metrics)}" \
+        + (f"\n{loso_text}" if loso_text else "")
     print(f"run {run_id}\n{text}")
     with mlflow.start_run(run_id=run_id):
         mlflow.log_table(quality_table(metrics).reset_index(names="router"), "quality_table.json")

@@ -105,6 +105,11 @@ def format_table(metrics: dict[str, float]) -> str:
         lines.append("validation (what selection reads): " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(val.items())))
     clf = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("classifier/test/")
            and k.count("/") == 2}
+    loso = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("classifier/loso_int8/")
+            and k.count("/") == 2}
+    if loso:
+        lines.append("classifier, leave-one-source-group-out, int8 as served: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in loso.items() if k != "n") + f", n {int(loso.get('n', 0))}")
     if clf:
         lines.append("classifier (held-out sources): " + ", ".join(
             f"{k} {v:.3f}" for k, v in clf.items() if k != "n") + f", n {int(clf.get('n', 0))}")
@@ -168,7 +173,8 @@ def plot_n_model(ev, folder: Path, name: str = "routerbench", title: str = "Rout
     return [path]
 
 
-def plot_confusion(report: dict, folder: Path) -> list[Path]:
+def plot_confusion(report: dict, folder: Path, name: str = "classifier_confusion.png",
+                   title: str = "task classifier, held-out sources") -> list[Path]:
     plt = _plt()
     cm = np.array(report["confusion"], dtype=float)
     labels = report["labels"]
@@ -184,8 +190,8 @@ def plot_confusion(report: dict, folder: Path) -> list[Path]:
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"task classifier, held-out sources (macro-F1 {report['macro_f1']:.3f})")
-    path = folder / "classifier_confusion.png"
+    ax.set_title(f"{title} (macro-F1 {report['macro_f1']:.3f})")
+    path = folder / name
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -56,7 +56,8 @@ def run(cfg: ClassifierConfig, data: TrainingData, out_dir: str | Path, int8: bo
         stats = {"reused": 1}
     else:
         clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
-                                      va["task"].tolist(), cfg, Path(out_dir) / "classifier_trainer")
+                                      va["task"].tolist(), cfg, Path(out_dir) / "classifier_trainer",
+                                      train_sources=tr["source"].tolist() if "source" in tr else None)
         clf.meta["inputs_digest"] = digest
     te = te[te["task"].isin(clf.labels)]
     index = {t: i for i, t in enumerate(clf.labels)}
