@@ -162,6 +162,9 @@ class FastKNN:
         self.col = {m: j for j, m in enumerate(knn.model_ids)}
         self.total = self.have.sum(0)
 
+    def knows(self, model_ids: Sequence[str]) -> np.ndarray:
+        return self.knn.knows(model_ids)
+
     def predict(self, emb: np.ndarray, model_ids: Sequence[str], chunk: int = 1024) -> np.ndarray:
         knn, k = self.knn, self.k
         cols = np.array([self.col.get(m, -1) for m in model_ids])

@@ -63,6 +63,7 @@ class CachedScorer(LearnedScorer):
     def __init__(self, inner: LearnedScorer, size: int = 4096):
         self.inner = inner
         self.models = tuple(getattr(inner, "models", ()) or ())
+        self.sources = tuple(getattr(inner, "sources", ()) or ())
         self.size = size
         self._cache: OrderedDict[str, tuple[np.ndarray | None, np.ndarray | None]] = OrderedDict()
         self._lock = threading.Lock()
@@ -84,6 +85,7 @@ class CachedScorer(LearnedScorer):
             uniq = list(dict.fromkeys(missing))
             fresh = self.inner.score(uniq)
             self.models = tuple(fresh.models or self.models)
+            self.sources = tuple(fresh.sources or self.sources)
             got = {t: (None if fresh.task_probs is None else fresh.task_probs[i],
                        None if fresh.quality is None else fresh.quality[i]) for i, t in enumerate(uniq)}
             with self._lock:
@@ -95,7 +97,7 @@ class CachedScorer(LearnedScorer):
             rows = [r if r is not None else got[t] for r, t in zip(rows, texts)]
         probs = None if rows[0][0] is None else np.stack([r[0] for r in rows])
         quality = None if rows[0][1] is None else np.stack([r[1] for r in rows])
-        return Scores(task_probs=probs, quality=quality, models=self.models)
+        return Scores(task_probs=probs, quality=quality, models=self.models, sources=self.sources)
 
 
 # ------------------------------------------------------------------ tier 4
