@@ -15,10 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 from autoroute.catalog import Catalog
 from autoroute.classifier import ClassifierConfig, TaskClassifier
 from autoroute.embeddings import EmbeddingCache, Encoder, EncoderConfig
+from autoroute.model_features import model_features
 from autoroute.preference import PreferenceConfig
 from autoroute.scoring import StaticUserPreference, catalog_prior
 from autoroute.types import RoutingError
 
+from training import preference_report as PR
 from training import report as R
 from training import routing, train_classifier
 from training.data import TrainingData, check_names
@@ -106,8 +108,18 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         priors = model_priors(catalog, models_in_data)
         t0 = time.time()
         champ_pool = routing.training_pool(data, ev, "champion")
-        preference = routing.fit_preference(pref_cfg, table, champ_pool, priors)
+        feats, feat_src = (model_features(catalog, models_in_data + list(catalog.cards))
+                           if cfg.training.model_features else (None, None))
+        preference = routing.fit_preference(pref_cfg, table, champ_pool, priors, feats, feat_src)
         metrics["time/preference_s"] = time.time() - t0
+        held = PR.heldout_outcomes(data, champ_pool)
+        metrics.update(PR.calibration_metrics(preference, table, held))
+        product = PR.product_quality(preference, table, held, catalog)
+        metrics.update(PR.product_metrics(product))
+        for m in cfg.training.cold_start_models or []:
+            cs = PR.cold_start(pref_cfg, table, champ_pool, m, catalog, feats, feat_src, priors,
+                               data.outcomes[data.outcomes["model"] == m])
+            metrics.update({f"preference/cold_start/{m}/{k}": v for k, v in cs.items() if k != "evidence"})
         from autoroute.user_preference import fit_user_preference
         user_pref = fit_user_preference(data.feedback_events) if len(data.feedback_events) \
             else StaticUserPreference({})
@@ -129,8 +141,10 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
             mlflow.log_artifact(str(p), "plots")
         log_json(clf_report, "classifier_report.json")
         R.quality_table(metrics).to_csv(out_dir / "quality_table.csv")
+        product.to_csv(out_dir / "product_quality.csv", index=False)
         import mlflow
         mlflow.log_artifact(str(out_dir / "quality_table.csv"))
+        mlflow.log_artifact(str(out_dir / "product_quality.csv"))
         mlflow.log_text(table_text, "quality_table.txt")
         # ---- bundle, selection, registration
         metrics["time/total_before_register_s"] = time.time() - t_start

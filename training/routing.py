@@ -123,8 +123,12 @@ def training_pool(data: TrainingData, ev: EvalConfig, protocol: str, fold: int |
                 f"{protocol}{'' if fold is None else fold}")
 
 
-def fit_preference(cfg: PreferenceConfig, table: PromptTable, pool: Pool, priors: dict[str, float]
+def fit_preference(cfg: PreferenceConfig, table: PromptTable, pool: Pool, priors: dict[str, float],
+                   model_features: pd.DataFrame | None = None, feature_sources: dict[str, str] | None = None
                    ) -> PreferenceModel:
+    """Fit on the pool. With `model_features` (autoroute.model_features), every model
+    with a feature row is learned too, those without rows in the pool through their
+    features alone (cold start)."""
     o = pool.outcomes.assign(prompt_idx=table.idx(pool.outcomes["prompt_id"]))[["prompt_idx", "model", "score"]]
     c = pool.comparisons.assign(prompt_idx=table.idx(pool.comparisons["prompt_id"]))
     cols = ["prompt_idx", "model_a", "model_b", "winner"] + (["preference"] if "preference" in c else [])
@@ -137,8 +141,11 @@ def fit_preference(cfg: PreferenceConfig, table: PromptTable, pool: Pool, priors
                                      for w in c.loc[miss, "winner"]]
         c = c[c["preference"].notna()]
     models = sorted(set(o["model"]) | set(c["model_a"]) | set(c["model_b"]))
-    log.info("preference fit %s: %d outcomes, %d comparisons, %d models", pool.name, len(o), len(c), len(models))
-    return PreferenceModel(cfg).fit(table.emb, c, o, models, priors=priors)
+    cold = [] if model_features is None else sorted(set(model_features.index) - set(models))
+    log.info("preference fit %s: %d outcomes, %d comparisons, %d models (+%d through their features only)",
+             pool.name, len(o), len(c), len(models), len(cold))
+    return PreferenceModel(cfg).fit(table.emb, c, o, models + cold, priors=priors, model_features=model_features,
+                                    feature_sources=feature_sources)
 
 
 # ----------------------------------------------------------------------------- baselines

@@ -104,18 +104,31 @@ class Router:
     def route(self, request: Request) -> Decision:
         return self.route_batch([request])[0]
 
-    def route_batch(self, requests: Sequence[Request]) -> list[Decision]:
-        """Decide a batch; the learned scorer runs once over the prompts that need it."""
+    def route_batch(self, requests: Sequence[Request], errors: str = "raise") -> list[Decision | RoutingError]:
+        """Decide a batch; the learned scorer runs once over the prompts that need it.
+
+        errors: ``raise`` (the first request that cannot be routed raises its
+        RoutingError) or ``return`` (its RoutingError takes its place in the output;
+        the other requests are still decided in the same pass)."""
+        if errors not in ("raise", "return"):
+            raise ValueError(f"route_batch errors={errors!r}: use 'raise' or 'return'")
         t0 = time.perf_counter()
-        staged = [self._prepare(r) for r in requests]
-        need = [i for i, st in enumerate(staged) if self._needs_scores(st)]
+        staged: list = []
+        for r in requests:
+            try:
+                staged.append(self._prepare(r))
+            except RoutingError as err:
+                if errors == "raise":
+                    raise
+                staged.append(err)
+        need = [i for i, st in enumerate(staged) if not isinstance(st, RoutingError) and self._needs_scores(st)]
         scores: Scores | None = None
         if self.scorer is not None and need:
             scores = self.scorer.score([requests[i].last_user_text for i in need])
         row_of = {i: k for k, i in enumerate(need)}
-        out = []
-        for i, (req, sig, plan, pool) in enumerate(staged):
-            out.append(self._select(req, sig, plan, pool, scores, row_of.get(i), t0))
+        out: list[Decision | RoutingError] = []
+        for i, st in enumerate(staged):
+            out.append(st if isinstance(st, RoutingError) else self._select(*st, scores, row_of.get(i), t0))
         return out
 
     def _needs_scores(self, staged) -> bool:
