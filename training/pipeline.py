@@ -17,7 +17,7 @@ from autoroute.classifier import ClassifierConfig, TaskClassifier
 from autoroute.embeddings import EmbeddingCache, Encoder, EncoderConfig
 from autoroute.model_features import model_features
 from autoroute.preference import PreferenceConfig
-from autoroute.scoring import StaticUserPreference, catalog_prior
+from autoroute.scoring import StaticUserPreference, prior_quality
 from autoroute.types import RoutingError
 
 from training import preference_report as PR
@@ -54,12 +54,12 @@ def check_config(cfg: DictConfig, catalog: Catalog, ev: routing.EvalConfig, data
 
 
 def model_priors(catalog: Catalog, models) -> dict[str, float]:
-    """Catalog prior quality for data models the catalog knows with capabilities."""
+    """Measured prior quality (mean over tasks) for data models whose card has priors."""
     out = {}
     for m in models:
         cid = catalog.try_resolve(m)
-        if cid and catalog.cards[cid].capabilities:
-            out[m] = float(catalog_prior(catalog, [cid], None)[0])
+        if cid and catalog.cards[cid].priors:
+            out[m] = float(prior_quality(catalog, [cid], None)[0][0])
     return out
 
 
