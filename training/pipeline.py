@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,6 +64,13 @@ def model_priors(catalog: Catalog, models) -> dict[str, float]:
     return out
 
 
+def arena_ratings(cfg: DictConfig) -> tuple[pd.DataFrame | None, str]:
+    """The Arena category ratings the data pipeline built (None when absent) and the
+    reference model of the priors' scale."""
+    path = Path(cfg.training.data.dir) / "arena_ratings.parquet"
+    return (pd.read_parquet(path) if path.exists() else None), str(cfg.data.priors.reference)
+
+
 def embed(cfg: DictConfig, clf: TaskClassifier, table: routing.PromptTable, features: str) -> None:
     cache = EmbeddingCache(cfg.training.embedding_cache)
     t0 = time.time()
@@ -108,7 +116,7 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         priors = model_priors(catalog, models_in_data)
         t0 = time.time()
         champ_pool = routing.training_pool(data, ev, "champion")
-        feats, feat_src = (model_features(catalog, models_in_data + list(catalog.cards))
+        feats, feat_src = (model_features(catalog, models_in_data + list(catalog.cards), *arena_ratings(cfg))
                            if cfg.training.model_features else (None, None))
         preference = routing.fit_preference(pref_cfg, table, champ_pool, priors, feats, feat_src)
         metrics["time/preference_s"] = time.time() - t0
