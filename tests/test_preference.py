@@ -152,3 +152,19 @@ def test_cold_start_state_survives_save_load(tmp_path):
     back = PreferenceModel.load(tmp_path / "p.pt")
     assert np.allclose(back.predict(x[:20], ["new", "m1"]), m.predict(x[:20], ["new", "m1"]))
     assert back.evidence(["new", "m1"]) == ["family_prior", "learned"] and back.feature_names == ["coding", "writing"]
+
+
+def test_calibration_fixes_an_overconfident_model():
+    x, out, feats = _skills_world(n=300)
+    m = PreferenceModel(PreferenceConfig(**{**FAST, "epochs": 60, "lr": 0.1, "weight_decay": 0.0})).fit(
+        x[:150], None, out[out["prompt_idx"] < 150], sorted(out["model"].unique()))
+    held = out[out["prompt_idx"] >= 150].copy()
+    held["prompt_idx"] -= 150
+    from autoroute.metrics import quality_calibration
+    def ll():
+        p = np.concatenate([m.predict(x[150:][g["prompt_idx"].to_numpy()], [k])[:, 0] for k, g in held.groupby("model")])
+        y = np.concatenate([g["score"].to_numpy() for _, g in held.groupby("model")])
+        return quality_calibration(p, y)["logloss"]
+    before = ll()
+    a, b = m.calibrate(x[150:], held)
+    assert ll() < before and 0.05 <= a <= 5.0

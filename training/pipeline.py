@@ -121,6 +121,9 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         preference = routing.fit_preference(pref_cfg, table, champ_pool, priors, feats, feat_src)
         metrics["time/preference_s"] = time.time() - t0
         held = PR.heldout_outcomes(data, champ_pool)
+        metrics.update(PR.calibration_metrics(preference, table, held, "preference/uncalibrated"))
+        if cfg.training.calibrate_preference:
+            metrics.update(PR.calibrate(preference, table, held[held["split"] == "validation"]))
         metrics.update(PR.calibration_metrics(preference, table, held))
         product = PR.product_quality(preference, table, held, catalog)
         metrics.update(PR.product_metrics(product))

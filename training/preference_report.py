@@ -31,6 +31,16 @@ def heldout_outcomes(data: TrainingData, pool: Pool, splits: Sequence[str] = HEL
     return o[o["split"].isin(splits) & ~o["prompt_id"].isin(seen)].reset_index(drop=True)
 
 
+def calibrate(pref: PreferenceModel, table: PromptTable, rows: pd.DataFrame) -> dict[str, float]:
+    """Fit the preference model's logit map on `rows` (validation outcomes)."""
+    if rows.empty:
+        log.warning("no validation outcome rows: the preference model stays uncalibrated")
+        return {}
+    a, b = pref.calibrate(table.emb, rows.assign(prompt_idx=table.idx(rows["prompt_id"])))
+    return {"preference/calibration/scale": a, "preference/calibration/shift": b,
+            "preference/calibration/rows": float(len(rows))}
+
+
 def _predict_rows(pref: PreferenceModel, table: PromptTable, rows: pd.DataFrame) -> np.ndarray:
     """The predicted quality of each row's model on each row's prompt."""
     out = np.full(len(rows), np.nan)
@@ -118,4 +128,4 @@ def cold_start(cfg: PreferenceConfig, table: PromptTable, pool: Pool, model: str
     return out
 
 
-__all__ = ["heldout_outcomes", "calibration_metrics", "product_quality", "product_metrics", "cold_start"]
+__all__ = ["heldout_outcomes", "calibrate", "calibration_metrics", "product_quality", "product_metrics", "cold_start"]

@@ -38,6 +38,10 @@ features the bias is pulled toward ``logit(prior_quality)`` and the vector towar
 an unseen model predicts exactly its prior.  :meth:`PreferenceModel.evidence` says per
 model whether its predictions are learned from its own rows or rest on its features.
 
+Calibration: :meth:`PreferenceModel.calibrate` fits one logit map ``a * s + b`` on
+held-out (validation) outcomes, so every model's predicted quality is on one calibrated
+scale: the probability of a good answer.
+
 Numpy in, numpy out; training is deterministic given ``config.seed``.
 """
 
@@ -136,6 +140,7 @@ class _State:
     rows: dict[str, int] = field(default_factory=dict)          # training rows per model
     feature_names: list[str] = field(default_factory=list)      # model-feature columns ([] = none)
     feature_sources: dict[str, str] = field(default_factory=dict)  # model -> what its features rest on
+    calibration: tuple[float, float] = (1.0, 0.0)                  # predicted logit -> a * logit + b
 
 
 class PreferenceModel:
@@ -389,11 +394,34 @@ class PreferenceModel:
         with torch.no_grad():
             self._net.eval()
             s = self._net(x).numpy().astype(np.float64)
+        a, b = self._st.calibration
         col = {m: i for i, m in enumerate(self._st.model_ids)}
         out = np.empty((x.shape[0], len(model_ids)), dtype=np.float64)
         for j, m in enumerate(model_ids):
-            out[:, j] = s[:, col[m]] if m in col else self._prior_logit(m)
+            out[:, j] = a * s[:, col[m]] + b if m in col else self._prior_logit(m)
         return out
+
+    def calibrate(self, embeddings: np.ndarray, outcomes: pd.DataFrame) -> tuple[float, float]:
+        """Fit the logit map ``a * s + b`` (Platt scaling, one for every model) on held-out
+        outcomes ``prompt_idx, model, score`` (validation rows), so predicted quality is a
+        calibrated probability of a good answer; returns ``(a, b)``."""
+        from scipy.optimize import minimize
+
+        self._st.calibration = (1.0, 0.0)
+        o = outcomes[outcomes["model"].isin(self._st.model_ids)]
+        if o.empty:
+            raise ValueError("calibrate: no outcome rows of the model's models")
+        s = np.empty(len(o))
+        for m, idx in o.groupby("model").indices.items():
+            s[idx] = self.predict_logits(embeddings[o["prompt_idx"].to_numpy()[idx]], [m])[:, 0]
+        y = np.clip(o["score"].to_numpy(float), 0, 1)
+
+        def nll(ab):
+            z = ab[0] * s + ab[1]
+            return float(np.mean(np.logaddexp(0, z) - y * z))
+        res = minimize(nll, np.array([1.0, 0.0]), method="L-BFGS-B", bounds=[(0.05, 5.0), (-5.0, 5.0)])
+        self._st.calibration = (float(res.x[0]), float(res.x[1]))
+        return self._st.calibration
 
     def predict(self, embeddings: np.ndarray, model_ids: Sequence[str]) -> np.ndarray:
         """Predicted quality in [0, 1], shape ``[n_prompts, len(model_ids)]``."""
@@ -415,6 +443,7 @@ class PreferenceModel:
             "rows": dict(self._st.rows),
             "feature_names": list(self._st.feature_names),
             "feature_sources": dict(self._st.feature_sources),
+            "calibration": list(self._st.calibration),
         }
 
     @classmethod
@@ -427,6 +456,7 @@ class PreferenceModel:
             feat_std=None if state["feat_std"] is None else state["feat_std"].numpy(),
             rows=dict(state.get("rows", {})), feature_names=list(state.get("feature_names", [])),
             feature_sources=dict(state.get("feature_sources", {})),
+            calibration=tuple(state.get("calibration", (1.0, 0.0))),
         )
         obj._net = _Net(obj._st.d_in, len(obj._st.model_ids), obj.config, n_feat=len(obj._st.feature_names))
         obj._net.load_state_dict(state["net"])
