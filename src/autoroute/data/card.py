@@ -110,7 +110,7 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(manifest: dict, feedback: dict | None, priors_path: Path | None = None) -> str:
+def render(manifest: dict, feedback: dict | None, priors_path: Path | None = None, catalog_cfg=None) -> str:
     p = manifest["params"]
     out = [INTRO.format(jaccard=p["near_dup"]["jaccard"], test_groups=", ".join(p["prompts"]["test_groups"]),
                         authored_frac=p["prompts"]["authored_test_fraction"],
@@ -195,6 +195,8 @@ def render(manifest: dict, feedback: dict | None, priors_path: Path | None = Non
                "depends on the source is written `<source>:<spelling>`, e.g. `zeroeval:deepseek-chat`).\n")
     if priors_path is not None:
         out.append(_priors(priors_path))
+    if catalog_cfg is not None:
+        out.append(_evidence(catalog_cfg))
     return "".join(out)
 
 
@@ -236,6 +238,17 @@ def _modern(manifest: dict) -> str:
     return "".join(out)
 
 
+def _evidence(catalog_cfg) -> str:
+    from autoroute.catalog import Catalog
+
+    catalog = Catalog.from_config({"models": catalog_cfg.models})
+    rows = [[mid, ", ".join(e.same) or "-", ", ".join(e.proxies) or "-", ", ".join(e.family) or "-"]
+            for mid in catalog.offered for e in [catalog.cards[mid].evidence]]
+    return ("\nEvidence named by each product card (`conf/catalog/default.yaml`): the ids whose data ARE the "
+            "model, earlier or related versions used as proxies (nearest first), the family pooled when there is "
+            "nothing else:\n\n" + _table(["product model", "same model", "proxies", "family"], rows))
+
+
 def _priors(path: Path) -> str:
     out = ["\n## Measured quality priors of the product models\n\n"
            "DVC stage `priors` (`autoroute.priors`) -> `conf/catalog/priors.yaml`, which the catalog loads. "
@@ -263,7 +276,7 @@ def run(cfg: DictConfig) -> Path:
     fb_path = processed / "feedback_manifest.json"
     feedback = read_json(fb_path) if fb_path.exists() else None
     card = Path(cfg.paths.data) / "README.md"
-    card.write_text(render(manifest, feedback, Path(cfg.paths.priors)), encoding="utf-8")
+    card.write_text(render(manifest, feedback, Path(cfg.paths.priors), cfg.catalog), encoding="utf-8")
     return card
 
 
