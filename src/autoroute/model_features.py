@@ -8,8 +8,9 @@ answers: one numeric row per model from its catalog card.
   (``claude-opus-4-5-20251101``, ``gpt-4o-2024-08-06``), as a fractional year;
 - measured priors: per task, ``logit(p)`` of the card's prior (Arena category
   ratings as a win probability against the reference model, or a proxy / family
-  prior where the model has no rating of its own), the interval width, and the
-  share of tasks whose prior is measured / proxy / family.
+  prior where the model has no rating of its own), its mean and interval width.
+  What kind of evidence a prior is (measured / proxy / family) is not a feature:
+  it says how far to trust the row, not how good the model is.
 
 The preference model standardizes the columns and maps them to each model's
 embedding and bias (``v_m = W f_m + u_m``); a model with no per-prompt rows is
@@ -77,13 +78,9 @@ def card_features(card: ModelCard, providers: Sequence[str], priors: Mapping[str
     if priors:
         f["prior_logit/mean"] = float(np.mean([_logit(p.p) for p in priors.values()]))
         f["prior_width"] = float(np.mean([p.hi - p.lo for p in priors.values()]))
-        kinds = Counter(p.source for p in priors.values())
-        for k in SCORE_SOURCE:
-            f[f"prior_share/{k}"] = kinds.get(k, 0) / len(priors)
     else:
         f["prior_logit/mean"] = f["prior_width"] = float("nan")
-        for k in SCORE_SOURCE:
-            f[f"prior_share/{k}"] = 0.0
+    f["has_prior"] = float(bool(priors))
     return f
 
 

@@ -111,6 +111,7 @@ class _Net(nn.Module):
             self.register_buffer("model_feats", torch.zeros(n_models, n_feat))
             self.feat_vec = nn.Linear(n_feat, cfg.dim, bias=False)
             self.feat_bias = nn.Linear(n_feat, 1)
+            nn.init.zeros_(self.feat_vec.weight)   # a feature no trained model varies in stays without effect
             nn.init.zeros_(self.feat_bias.weight)
             nn.init.zeros_(self.feat_bias.bias)
             nn.init.normal_(self.model_vec, std=0.01)
@@ -208,7 +209,7 @@ class PreferenceModel:
         col = {m: i for i, m in enumerate(mids)}
         self._st = _State(model_ids=mids, priors=dict(priors or {}), d_in=x_np.shape[1],
                           feature_sources=dict(feature_sources or {}))
-        feats = self._model_feature_matrix(model_features, mids)
+        feats = self._model_feature_matrix(model_features, mids, self._models_with_rows(outcomes, comparisons))
         if cfg.standardize:  # statistics of the prompts that carry training signal only
             used = set()
             for df, cols in ((comparisons, ("prompt_idx",)), (outcomes, ("prompt_idx",))):
@@ -332,15 +333,26 @@ class PreferenceModel:
         net.eval()
         return self
 
-    def _model_feature_matrix(self, feats: pd.DataFrame | None, mids: list[str]) -> np.ndarray | None:
-        """Standardized ``[n_models, k]`` feature rows (NaN and missing models -> 0)."""
+    @staticmethod
+    def _models_with_rows(outcomes: pd.DataFrame | None, comparisons: pd.DataFrame | None) -> set[str]:
+        out = set(outcomes["model"]) if outcomes is not None and len(outcomes) else set()
+        if comparisons is not None and len(comparisons):
+            out |= set(comparisons["model_a"]) | set(comparisons["model_b"])
+        return out
+
+    def _model_feature_matrix(self, feats: pd.DataFrame | None, mids: list[str], trained: set[str]
+                              ) -> np.ndarray | None:
+        """``[n_models, k]`` feature rows standardized with the statistics of the models
+        that have rows (what the map is learned from), clipped to +-3 so a cold model
+        never sits far outside what was learned; NaN and missing models -> 0 (the mean)."""
         if feats is None or feats.shape[1] == 0:
             self._st.feature_names = []
             return None
         f = feats.apply(pd.to_numeric, errors="coerce").astype(np.float64)
         f = f[~f.index.duplicated()]
-        mean, std = f.mean(axis=0), f.std(axis=0, ddof=0).replace(0.0, 1.0).fillna(1.0)
-        z = ((f - mean) / std).reindex(mids).fillna(0.0)
+        ref = f[f.index.isin(trained)] if f.index.isin(trained).sum() >= 2 else f
+        mean, std = ref.mean(axis=0).fillna(0.0), ref.std(axis=0, ddof=0).replace(0.0, 1.0).fillna(1.0)
+        z = ((f - mean) / std).clip(-3.0, 3.0).reindex(mids).fillna(0.0)
         self._st.feature_names = [str(c) for c in f.columns]
         return z.to_numpy(np.float32)
 
