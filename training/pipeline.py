@@ -116,7 +116,7 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         priors = model_priors(catalog, models_in_data)
         t0 = time.time()
         champ_pool = routing.training_pool(data, ev, "champion")
-        feats, feat_src = (model_features(catalog, models_in_data + list(catalog.cards), *arena_ratings(cfg))
+        feats, feat_src = (model_features(catalog, models_in_data + list(catalog.offered), *arena_ratings(cfg))
                            if cfg.training.model_features else (None, None))
         preference = routing.fit_preference(pref_cfg, table, champ_pool, priors, feats, feat_src)
         metrics["time/preference_s"] = time.time() - t0
