@@ -30,7 +30,9 @@ class Feedback(BaseModel):
     event: Literal["override", "regenerate", "rating"] = Field(
         description="override: the user switched to another model; regenerate: asked again; rating: 1-5 stars")
     chosen_model: str | None = Field(default=None, min_length=1, max_length=200,
-                                     description="override: the model the user switched to (id or alias)")
+                                     description="override: the model the user switched to (id or alias); "
+                                                 "regenerate: the model of the new answer; rating: the model "
+                                                 "whose answer was rated (default: the one shown last)")
     rating: int | None = Field(default=None, ge=1, le=5, description="rating: 1 (bad) to 5 (great)")
     user_id: str | None = Field(default=None, max_length=200, description="defaults to the decision's user")
     org_id: str | None = Field(default=None, max_length=200, description="defaults to the decision's org")
@@ -41,6 +43,8 @@ class Feedback(BaseModel):
             raise ValueError("an override needs chosen_model (the model the user switched to)")
         if self.event == "rating" and self.rating is None:
             raise ValueError("a rating event needs rating (1-5)")
+        if self.event != "rating" and self.rating is not None:
+            raise ValueError(f"rating is only for event=rating, not {self.event}")
         return self
 
 
@@ -130,6 +134,11 @@ class ChatMessage(BaseModel):
     name: str | None = None
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: StrictBool = False
+
+
 class ChatCompletionRequest(BaseModel):
     """OpenAI's chat completion request; unknown fields pass through to the upstream."""
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
@@ -138,6 +147,9 @@ class ChatCompletionRequest(BaseModel):
                        description="auto, auto:floor (cheapest acceptable), auto:nitro (fastest) or a model id")
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, description="counts in the cost and context checks")
+    max_completion_tokens: int | None = Field(default=None, ge=1, description="as max_tokens (preferred)")
     user: str | None = Field(default=None, max_length=200)
     route: RouteOptions | None = None
 

@@ -14,30 +14,37 @@ from typing import Any
 
 import bentoml
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
+from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from starlette.responses import JSONResponse as PlainJSON
+from starlette.responses import Response
 
 from autoroute.types import Area, Decision, Request, RoutingError
-from serving import metrics
-from serving.auth import KeyRing
-from serving.guard import STATE, Guard, error_body
-from serving.proxy import AUTO_MODES, UpstreamError, Upstreams, decision_field, decision_headers, \
-    to_route_request
-from serving.runtime import (CachedScorer, LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
+from serving import dashboard, metrics
+from serving.admission import Admission
+from serving.auth import AuthError, KeyRing
+from serving.feedback import FeedbackRejected, feedback_row
+from serving.guard import Guard, error_body
+from serving.pages import add_pages
+from serving.proxy import AUTO_MODES, Cooldown, UpstreamError, Upstreams, decision_field, decision_headers, \
+    openai_chunks, to_route_request
+from serving.runtime import (LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
                              bundle_info, check_bundle, load_champion, load_serving_config, route_many,
                              serving_overrides, to_plain)
 from serving.schemas import (EXAMPLE_BATCH, EXAMPLE_FEEDBACK, EXAMPLE_REQUEST, CatalogEntry, ChatCompletion,
                              ChatCompletionRequest, Feedback, FeedbackAck, Health, ModelsList, OpenAIError,
                              Refreshed, RouteBatch, RouteBatchResult)
-from serving.store import LogStore, iso_now
+from serving.store import LogStore, LogUnavailable, iso_now
+from serving import redaction
 
 log = logging.getLogger("autoroute.serving")
 MODEL_TAG = "autoroute-router:latest"
 STATUS = {"invalid_request": 400, "unknown_model": 400, "too_large": 413, "no_eligible_model": 422}
 
 app = FastAPI(title="autoroute", docs_url=None, redoc_url=None, openapi_url=None)
+add_pages(app)   # /ui and /dashboard (serving/pages.py)
 
 
 @app.exception_handler(RequestValidationError)
@@ -47,6 +54,10 @@ async def _bad_request(request, exc: RequestValidationError):  # the guard norma
 
 
 def _error(path: str, err: Exception) -> PlainJSON:
+    if isinstance(err, LogUnavailable):       # nothing was acknowledged: the client may retry
+        return PlainJSON(orjson.loads(error_body(path, 503, f"the decision log cannot be written; retry later "
+                                                             f"({err})", "log_unavailable")),
+                         status_code=503, headers={"retry-after": "1"})
     code = getattr(err, "code", "invalid_request")
     status = STATUS.get(code, 400)
     return PlainJSON(orjson.loads(error_body(path, status, str(err), code)), status_code=status)
@@ -85,8 +96,10 @@ class AutoRoute:
         self.keys = KeyRing.from_config(to_plain(scfg.auth))
         ref = type(self).champion
         stored = ref.stored if ref is not None else None   # local store only, no remote lookup
+        t4 = to_plain(scfg.tier4)
         try:
-            champ = load_champion(stored, self.cfg, overrides, MODEL_TAG)
+            champ = load_champion(stored, self.cfg, overrides, MODEL_TAG,
+                                  live_tier4=lambda base: LiveUserPreference(base, float(t4["max_boost"])))
         except ModelLoadError as err:
             log.error("autoroute cannot start: %s", err)
             _stop_server()
@@ -96,13 +109,13 @@ class AutoRoute:
         self.runtime = champ.runtime
         self.catalog = self.router.catalog
         self.log_prompts = bool(scfg.log_prompts)
-        if self.router.scorer is not None and int(scfg.cache_size) > 0:
-            self.router.scorer = CachedScorer(self.router.scorer, int(scfg.cache_size))
-        t4 = to_plain(scfg.tier4)
         from autoroute.user_preference import UserPreferenceSettings
-        self.pref = LiveUserPreference(self.router.user_preference, float(t4["max_boost"]))
-        self.router.user_preference = self.pref
-        self.store = LogStore(scfg.log.db, float(scfg.log.decision_flush_ms), bool(scfg.log.store_prompts))
+        self.pref = self.router.user_preference
+        lc = scfg.log
+        self.store = LogStore(lc.db, float(lc.decision_flush_ms), bool(lc.store_prompts), durability=str(lc.durability),
+                              prompt_retention_days=lc.prompt_retention_days, max_mb=lc.max_mb)
+        logging.getLogger("autoroute").setLevel(logging.INFO)
+        redaction.install()
         settings = UserPreferenceSettings(**{k: v for k, v in t4.items() if k != "refresh_s"})
         self.tier4 = Tier4Refresher(self.store, self.pref, settings, float(t4["refresh_s"])).start()
         b = scfg.batching
@@ -110,10 +123,9 @@ class AutoRoute:
                                     float(b.window_ms)) if b.enabled and self.router.scorer is not None else None
         p = to_plain(scfg.proxy)
         self.upstreams = Upstreams(p["providers"], p.get("upstream_ids") or {}, float(p["timeout_s"]),
-                                   int(p["max_fallbacks"]))
-        self.fast_path = bool(scfg.get("fast_path", True))
+                                   int(p["max_fallbacks"]), Cooldown(**p["cooldown"]))
+        self.admission = Admission(to_plain(scfg.traffic), to_plain(scfg.rate_limits))
         metrics.set_degraded(self.degraded)
-        STATE.service = self
         log.info("autoroute ready: %s%s", self.model_info.get("tag", "rules only"),
                  " (DEGRADED: " + str(self.problem) + ")" if self.degraded else "")
 
@@ -138,7 +150,12 @@ class AutoRoute:
         self.store.close()
 
     # ------------------------------------------------------------ routing
-    async def decide(self, requests: list[Request]) -> list[Decision | Exception]:
+    async def decide(self, requests: list[Request], record: bool = True) -> list[Decision | Exception]:
+        """The one decide path: route (micro-batched when alone), then log every decision
+        and, with durability commit_before_answer, wait for its commit. `record=False`
+        leaves the logging to the caller (the proxy logs the model it served)."""
+        if not self.store.healthy:
+            return [LogUnavailable(self.store.error or "the decision log is not available")] * len(requests)
         t0 = time.perf_counter()
         if self.batcher is not None and len(requests) == 1:
             try:
@@ -152,26 +169,32 @@ class AutoRoute:
                 results = route_many(self.router, requests)
             except RoutingError as err:
                 results = [err]
-        seconds = (time.perf_counter() - t0) / max(len(requests), 1)
-        for req, d in zip(requests, results):
-            if isinstance(d, Decision):
-                self.record(d, req, seconds)
-        return results
+        seconds = time.perf_counter() - t0          # what each of these requests waited
+        if not record:
+            return results
+        return [await self.record(d, req, seconds) if isinstance(d, Decision) else d
+                for req, d in zip(requests, results)]
 
-    def record(self, d: Decision, req: Request, seconds: float) -> None:
+    async def record(self, d: Decision, req: Request, seconds: float) -> Decision | LogUnavailable:
+        """Log one decision (prompt redacted); with commit_before_answer, once committed."""
         text = req.last_user_text
-        self.store.log_decision(d, req.user_id, req.org_id, text)
+        lock = req.area.model_lock if req.area is not None else None
+        committed = self.store.log_decision(d, req.user_id, req.org_id, text,
+                                            requested=self.catalog.resolve(lock) if lock else "auto")
         metrics.decision(d, seconds)
         if self.log_prompts:
             log.info("decision %s -> %s for prompt %r", d.decision_id, d.selected_model, text[:500])
+        if self.store.durability == "commit_before_answer":
+            try:
+                await asyncio.wrap_future(committed)
+            except LogUnavailable as err:
+                return err
+        return d
 
     @bentoml.api(route="/route")
     async def route(self, request: Request = EXAMPLE_REQUEST, /) -> Decision:
         """One request -> one decision: model, reason, tier, task, confidence,
         ranked alternatives with scores, estimated cost and a decision id."""
-        return await self.route_one(request)
-
-    async def route_one(self, request: Request) -> Decision | PlainJSON:
         (out,) = await self.decide([request])
         return _error("/route", out) if isinstance(out, Exception) else out
 
@@ -183,6 +206,8 @@ class AutoRoute:
                 f"requests: {len(batch.requests)} requests; the limit is {int(self.limits.max_batch)}", "too_large"))
         results = await self.decide(list(batch.requests))
         for i, out in enumerate(results):
+            if isinstance(out, LogUnavailable):
+                return _error("/route_batch", out)
             if isinstance(out, Exception):
                 return _error("/route_batch", type(out)(f"requests.{i}: {out}", getattr(out, "code", "invalid_request"))
                               if isinstance(out, RoutingError) else out)
@@ -200,26 +225,18 @@ class AutoRoute:
             if row is None:
                 await asyncio.sleep(3 * self.store.flush_s)
                 row = self.store.decision(feedback.decision_id)
-        if row is None:
-            return PlainJSON({"error": f"unknown decision_id {feedback.decision_id!r}", "code": "unknown_decision"},
-                             status_code=404)
-        if self.keys.enabled and feedback.org_id is not None and row["org_id"] not in (None, feedback.org_id):
-            return PlainJSON({"error": f"decision {feedback.decision_id} belongs to another org than the API key's "
-                                       f"({feedback.org_id!r})", "code": "forbidden"}, status_code=403)
-        routed = row["selected_model"]
-        chosen = routed
-        if feedback.event == "override":
-            chosen = self.catalog.try_resolve(feedback.chosen_model or "")
-            if chosen is None:
-                return _error("/feedback", RoutingError(
-                    f"chosen_model: unknown model {feedback.chosen_model!r}: not an id or alias in the catalog",
-                    "unknown_model"))
-        event = {"decision_id": feedback.decision_id, "prompt": row.get("prompt") or "", "routed_model": routed,
-                 "chosen_model": chosen, "event": feedback.event,
-                 "rating": float(feedback.rating) if feedback.rating is not None else None,
-                 "user_id": feedback.user_id or row.get("user_id"), "org_id": row.get("org_id") or feedback.org_id,
-                 "ts": iso_now()}
-        await asyncio.to_thread(self.store.add_feedback, [event])
+        try:
+            event = await asyncio.to_thread(feedback_row, feedback, row, self.catalog, self.store, iso_now())
+        except FeedbackRejected as err:
+            return PlainJSON(orjson.loads(error_body("/feedback", err.status, str(err), err.code)),
+                             status_code=err.status)
+        except LogUnavailable as err:
+            return _error("/feedback", err)
+        routed, chosen = event["routed_model"], event["chosen_model"]
+        try:
+            await asyncio.to_thread(self.store.add_feedback, [event])
+        except LogUnavailable as err:
+            return _error("/feedback", err)
         self.tier4.poke()
         metrics.feedback(feedback.event, routed, chosen)
         return FeedbackAck(stored=True, decision_id=feedback.decision_id, event=feedback.event, routed_model=routed,
@@ -232,11 +249,26 @@ class AutoRoute:
         return Refreshed(users_and_orgs=len(self.pref.live.table), feedback_events=self.pref.events,
                          refreshed_at=self.pref.refreshed_at)
 
+    @app.get("/admin/dashboard", tags=["Service APIs"])
+    async def dashboard_data(self, request: HttpRequest, days: float = Query(7.0, ge=0.01, le=3660),
+                             org: str | None = Query(None, min_length=1, max_length=200)):
+        """What /dashboard draws, from the log of the last `days` days, of all orgs or one
+        (needs an admin key when keys are set)."""
+        try:
+            self.keys.check("/admin/dashboard", request.headers.raw)     # needs the admin scope
+        except AuthError as err:
+            code = "unauthorized" if err.status == 401 else "forbidden"
+            return PlainJSON(orjson.loads(error_body("/admin/dashboard", err.status, str(err), code)),
+                             status_code=err.status)
+        data = await asyncio.to_thread(dashboard.build, self.store.path, self.catalog, days, None, org)
+        return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
     # -------------------------------------------------------------- probes
     def health(self) -> Health:
-        log_ok = self.store.ping()
+        log_ok = self.store.healthy
         return Health(status="ok" if log_ok else "unavailable", ready=log_ok, degraded=self.degraded,
-                      model=self.model_info.get("tag"), runtime=self.runtime, problem=self.problem, log=log_ok,
+                      model=self.model_info.get("tag"), runtime=self.runtime,
+                      problem=self.problem if log_ok else self.store.error, log=log_ok,
                       tier4={"entries": len(self.pref.live.table), "feedback_events": self.pref.events,
                              "refreshed_at": self.pref.refreshed_at, "error": self.tier4.last_error},
                       batching=self.batcher.stats() if self.batcher is not None else {})
@@ -296,7 +328,7 @@ class AutoRoute:
                 req = req.model_copy(update={"area": area, "candidates": None})
         except (RoutingError, ValueError) as err:
             return PlainJSON(orjson.loads(error_body(path, 400, str(err), "invalid_request")), status_code=400)
-        (decision,) = await self.decide_quietly(req)
+        (decision,) = await self.decide([req], record=False)
         if isinstance(decision, Exception):
             return _error(path, decision)
         payload = body.model_dump(exclude_unset=True, exclude={"route"})
@@ -309,7 +341,7 @@ class AutoRoute:
         except UpstreamError as err:
             for a in err.attempts:
                 metrics.fallback(a.model, a.error)
-            self.record(decision, req, decision.latency_ms / 1000)
+            await self.record(decision, req, decision.latency_ms / 1000)
             status = err.status if err.status >= 400 else 502
             return PlainJSON(orjson.loads(error_body(path, status, str(err), "upstream_error")), status_code=status,
                              headers=decision_headers(decision, decision.selected_model, err.attempts))
@@ -319,7 +351,11 @@ class AutoRoute:
             "selected_model": served, "display_name": self.catalog.cards[served].display_name,
             "reason": decision.reason + f"; served by {self.catalog.cards[served].display_name} after "
                                         f"{decision.selected_model} failed ({attempts[0].error})"})
-        self.record(served_decision, req, decision.latency_ms / 1000)
+        logged = await self.record(served_decision, req, decision.latency_ms / 1000)
+        if isinstance(logged, LogUnavailable):
+            if body.stream:
+                await upstream.aclose()
+            return _error(path, logged)
         headers = decision_headers(decision, served, attempts)
         field = decision_field(decision, served, attempts)
         if not body.stream:
@@ -327,32 +363,20 @@ class AutoRoute:
                 data["autoroute"] = field
             return PlainJSON(data, headers=headers)
 
+        want_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = openai_chunks(upstream, first, field, model=self.upstreams.upstream_ids.get(served, served),
+                               include_usage=want_usage, prompt_tokens=decision.estimated_tokens)
+
         async def events():
-            head = {"id": f"autoroute-{decision.decision_id}", "object": "chat.completion.chunk",
-                    "created": int(time.time()), "model": served, "choices": [], "autoroute": field}
-            yield b"data: " + orjson.dumps(head) + b"\n\n"
-            yield first
             try:
-                async for chunk in upstream.rest():
+                async for chunk in chunks:
                     yield chunk
             except Exception as err:  # after the first byte there is no falling back: say what happened
                 metrics.fallback(served, "stream broken")
-                yield b"data: " + error_body(path, 502, f"the upstream stream broke: {type(err).__name__}",
+                yield b"data: " + error_body(path, 502, f"the upstream stream broke: {err}",
                                              "upstream_error") + b"\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
-
-    async def decide_quietly(self, req: Request) -> list:
-        """Route one request without recording it (the proxy records what was served)."""
-        if self.batcher is not None:
-            try:
-                return [await self.batcher.submit(req)]
-            except RoutingError as err:
-                return [err]
-        try:
-            return route_many(self.router, [req])
-        except RoutingError as err:
-            return [err]
 
 
 AutoRoute.add_asgi_middleware(Guard)

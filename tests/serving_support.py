@@ -3,6 +3,7 @@ free loopback port with a tmp BentoML home and log, wait until it is ready,
 and stop (or SIGKILL) it with all its worker processes."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -17,7 +18,13 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
-KEYS = {"acme": "test-key-acme", "beta": "test-key-beta"}
+KEYS = {"acme": "test-key-acme", "beta": "test-key-beta", "admin": "test-key-admin",   # admin: scope admin only
+        "gamma": "test-key-gamma"}   # gamma: the feedback tests' own org (its overrides shape org-level Tier 4)
+ADMIN_KEY = KEYS["admin"]
+
+
+def sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def free_port() -> int:
@@ -37,8 +44,9 @@ def serving_overrides(tmp: Path, upstream_url: str | None = None, *, keys: bool 
         for prov in ("openai", "anthropic", "google", "deepseek", "mistralai"):
             out.append(f"serving.proxy.providers.{prov}.base_url={upstream_url}")
     if keys:
-        entries = ",".join(f"{{org:{org},key:{key}}}" for org, key in KEYS.items())
-        out.append(f"serving.auth.keys=[{entries}]")
+        entries = ",".join(f"{{org:{org},sha256:'{sha256(key)}'}}" for org, key in KEYS.items() if org != "admin")
+        admin = sha256(KEYS["admin"])
+        out.append(f"serving.auth.keys=[{entries},{{sha256:'{admin}',scopes:[admin]}}]")
     return out + list(extra or [])
 
 

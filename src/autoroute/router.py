@@ -187,8 +187,9 @@ class Router:
         kept = []
         for m in pool:
             card = cat.cards[m]
-            if card.context_window and sig.estimated_tokens > card.context_window:
-                dropped.append(f"{m}: context window {card.context_window} < ~{sig.estimated_tokens} tokens")
+            need = sig.estimated_tokens + (request.expected_output_tokens or 0)   # prompt + requested output
+            if card.context_window and need > card.context_window:
+                dropped.append(f"{m}: context window {card.context_window} < ~{need} tokens")
             elif (request.needs.vision or "images" in sig.fired) and not card.vision:
                 dropped.append(f"{m}: no vision support")
             elif request.needs.tools and not card.tools:
@@ -270,7 +271,12 @@ class Router:
             if learned_probs is not None:
                 k = int(np.argmax(learned_probs))
                 task, confidence = TASKS[k], float(learned_probs[k])
-                if confidence < s.classifier_min_confidence:
+                if confidence < s.classifier_min_confidence and scores.quality is not None:
+                    # no task label is trusted: the preference model's per-prompt quality decides
+                    why = (f"classifier unsure ({confidence:.2f} for {TASK_LABELS[task]}), so the best "
+                           f"predicted quality for this prompt")
+                    prefer, task = list(plan.prefer), None
+                elif confidence < s.classifier_min_confidence:
                     space = request.space.type if request.space else "general"
                     fallback = (self.rules.get("spaces") or {}).get(space) or {}
                     why = (f"classifier unsure ({confidence:.2f} for {TASK_LABELS[task]}), "

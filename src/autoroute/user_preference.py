@@ -53,7 +53,7 @@ def fit_user_preference(feedback: pd.DataFrame, settings: UserPreferenceSettings
                 adj[model] = adj.get(model, 0.0) - s.regenerate_penalty * min(1.0, k / n / s.override_share)
             if "rating" in g:
                 rated = g[(g["event"] == "rating") & g["rating"].notna()]
-                for model, r in rated.groupby("routed_model")["rating"].mean().items():
+                for model, r in rated.groupby("chosen_model")["rating"].mean().items():   # the rated answer's model
                     adj[model] = adj.get(model, 0.0) + s.rating_weight * (float(r) - 3.0) / 2.0
             table[f"{prefix}:{key}"] = {m: round(weight * v, 6) for m, v in adj.items() if abs(v) > 1e-9}
     return StaticUserPreference(table, max_boost=s.max_boost)
