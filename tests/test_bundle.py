@@ -61,7 +61,10 @@ def test_load_router_decides_with_the_learned_tier(tiny_run):
 def test_low_confidence_falls_back_to_the_space_default(tiny_run):
     router = load_router(tiny_run["bundle"], overrides=["router.settings.classifier_min_confidence=1.0"])
     d = router.route(Request.from_prompt(PROMPT))
-    assert "Space default" in d.reason and d.tier == 3        # the router says it fell back
+    # the router says it fell back: to the preference model's per-prompt quality (it scores every
+    # offered model), or to the Space default where no quality head scores the pool
+    assert "classifier unsure" in d.reason and d.tier == 3
+    assert ("best predicted quality" in d.reason) == (d.score_sources[d.selected_model] != "default")
 
 
 def test_degraded_ok_serves_rules_when_the_learned_parts_are_broken(tiny_run, tmp_path):

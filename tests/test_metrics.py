@@ -99,3 +99,16 @@ def test_upper_convex_hull_drops_dominated_points():
     fc, fq = M.upper_convex_hull(np.array([1, 2, 3, 4.0]), np.array([0.5, 0.55, 0.9, 0.8]))
     np.testing.assert_allclose(fc, [1, 3])
     np.testing.assert_allclose(fq, [0.5, 0.9])
+
+
+def test_quality_calibration_perfect_and_overconfident():
+    from autoroute.metrics import quality_calibration
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.95, 20000)
+    y = (rng.random(len(p)) < p).astype(float)
+    good = quality_calibration(p, y)
+    bad = quality_calibration(np.where(p > 0.5, 0.99, 0.01), y)
+    assert good["ece"] < 0.02 and bad["ece"] > 0.2
+    assert good["brier"] < bad["brier"] and good["logloss"] < bad["logloss"]
+    assert 0.7 < good["auc"] < 0.9 and quality_calibration(1 - p, y)["auc"] < 0.3
+    assert np.isnan(quality_calibration(p, np.full(len(p), 0.5))["auc"])

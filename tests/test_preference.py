@@ -103,3 +103,68 @@ def test_save_load_roundtrip_and_determinism(tmp_path):
     np.testing.assert_array_equal(m1.predict(x, ["m2", "m1", "new"]), m3.predict(x, ["m2", "m1", "new"]))
     with pytest.raises(ValueError):
         m3.predict(x[:, :3], ["m1"])
+
+
+def _skills_world(n=400, seed=0):
+    """Models with a coding and a writing skill; prompts of a coding (x0 > 0) or writing topic.
+    P(correct) = sigmoid(2 * skill of the prompt's topic). Features = the skills, observed with noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    topic = (x[:, 0] > 0).astype(int)
+    skills = {f"m{i}": rng.normal(size=2) for i in range(10)}
+    skills["new"] = np.array([1.5, -1.5])          # a strong coder, a poor writer
+    rows = []
+    for m, s in skills.items():
+        p = 1 / (1 + np.exp(-2 * s[topic]))
+        rows += [(i, m, float(y)) for i, y in enumerate(rng.random(n) < p)]
+    out = pd.DataFrame(rows, columns=["prompt_idx", "model", "score"])
+    feats = pd.DataFrame({m: s + rng.normal(scale=0.1, size=2) for m, s in skills.items()},
+                         index=["coding", "writing"]).T
+    return x, out, feats
+
+
+def test_cold_start_model_is_scored_through_its_features():
+    x, out, feats = _skills_world()
+    train = out[out["model"] != "new"]
+    models = sorted(out["model"].unique())
+    m = PreferenceModel(PreferenceConfig(**{**FAST, "learned_min_rows": 20})).fit(
+        x, None, train, models, model_features=feats, feature_sources={"new": "measured_prior"})
+    held = out[out["model"] == "new"]
+    p = m.predict(x[held["prompt_idx"].to_numpy()], ["new"])[:, 0]
+    y = held["score"].to_numpy()
+    prior = np.full_like(p, 0.5)                      # its prior alone (no rows, default prior)
+    ll = lambda q: -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))  # noqa: E731
+    assert ll(p) < ll(prior) - 0.1
+    from sklearn.metrics import roc_auc_score
+    assert roc_auc_score(y, p) > 0.75
+    assert m.evidence(["new", "m0", "unknown"]) == ["measured_prior", "learned", "prior"]
+    # without features a model without rows predicts its prior exactly
+    bare = PreferenceModel(PreferenceConfig(**FAST)).fit(x, None, train, [m for m in models if m != "new"])
+    assert np.allclose(bare.predict(x[:5], ["new"]), 0.5)
+
+
+def test_cold_start_state_survives_save_load(tmp_path):
+    x, out, feats = _skills_world(n=200)
+    m = PreferenceModel(PreferenceConfig(**FAST)).fit(x, None, out[out["model"] != "new"],
+                                                      sorted(out["model"].unique()), model_features=feats,
+                                                      feature_sources={"new": "family_prior"})
+    m.save(tmp_path / "p.pt")
+    back = PreferenceModel.load(tmp_path / "p.pt")
+    assert np.allclose(back.predict(x[:20], ["new", "m1"]), m.predict(x[:20], ["new", "m1"]))
+    assert back.evidence(["new", "m1"]) == ["family_prior", "learned"] and back.feature_names == ["coding", "writing"]
+
+
+def test_calibration_fixes_an_overconfident_model():
+    x, out, feats = _skills_world(n=300)
+    m = PreferenceModel(PreferenceConfig(**{**FAST, "epochs": 60, "lr": 0.1, "weight_decay": 0.0})).fit(
+        x[:150], None, out[out["prompt_idx"] < 150], sorted(out["model"].unique()))
+    held = out[out["prompt_idx"] >= 150].copy()
+    held["prompt_idx"] -= 150
+    from autoroute.metrics import quality_calibration
+    def ll():
+        p = np.concatenate([m.predict(x[150:][g["prompt_idx"].to_numpy()], [k])[:, 0] for k, g in held.groupby("model")])
+        y = np.concatenate([g["score"].to_numpy() for _, g in held.groupby("model")])
+        return quality_calibration(p, y)["logloss"]
+    before = ll()
+    a, b = m.calibrate(x[150:], held)
+    assert ll() < before and 0.05 <= a <= 5.0

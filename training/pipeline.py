@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,10 +26,12 @@ from autoroute.bundle import load_router, save_bundle
 from autoroute.catalog import Catalog
 from autoroute.classifier import ClassifierConfig, PooledEncoder, TaskClassifier
 from autoroute.embeddings import EmbeddingCache, Encoder, EncoderConfig
+from autoroute.model_features import model_features
 from autoroute.preference import PreferenceConfig
 from autoroute.scoring import StaticUserPreference, prior_quality
 from autoroute.types import RoutingError
 
+from training import preference_report as PR
 from training import protocols as P
 from training import report as R
 from training import routing, served, train_classifier
@@ -61,6 +64,13 @@ def model_priors(catalog: Catalog, models) -> dict[str, float]:
         if cid and catalog.cards[cid].priors:
             out[m] = float(prior_quality(catalog, [cid], None)[0][0])
     return out
+
+
+def arena_ratings(cfg: DictConfig) -> tuple[pd.DataFrame | None, str]:
+    """The Arena category ratings the data pipeline built (None when absent) and the
+    reference model of the priors' scale."""
+    path = Path(cfg.training.data.dir) / "arena_ratings.parquet"
+    return (pd.read_parquet(path) if path.exists() else None), str(cfg.data.priors.reference)
 
 
 def embed(cfg: DictConfig, clf: TaskClassifier, table: routing.PromptTable, features: str) -> None:
@@ -151,6 +161,8 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         models_in_data = sorted(set(data.outcomes["model"]) | set(data.comparisons["model_a"])
                                 | set(data.comparisons["model_b"]))
         priors = model_priors(catalog, models_in_data)
+        feats, feat_src = (model_features(catalog, models_in_data + list(catalog.offered), *arena_ratings(cfg))
+                           if cfg.training.model_features else (None, None))
         from autoroute.user_preference import fit_user_preference
         user_pref = fit_user_preference(data.feedback_events) if len(data.feedback_events) \
             else StaticUserPreference({})
@@ -161,10 +173,18 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
                     in_val(routing.chat_pairs(data, "chat", ev.loso_source, ev.chat_strong, ev.chat_weak, ["train"]))]
         cache = EmbeddingCache(cfg.training.embedding_cache)
         ctx = _Ctx(cfg, ev, data, table, pref_cfg, priors, val_groups, val_sets, clf_dir, clf_inputs, user_pref,
-                   cache, out_dir / "bundles", metrics)
+                   cache, out_dir / "bundles", metrics, feats, feat_src)
         # ---- the champion fit, served: validation (the gate), RouterBench, product models, the mix
         t0 = time.time()
         champ = ctx.fit(holdouts[0])
+        held = PR.heldout_outcomes(data, champ.pool)
+        metrics.update(PR.calibration_metrics(champ.preference, table, held))
+        product = PR.product_quality(champ.preference, table, held, catalog)
+        metrics.update(PR.product_metrics(product))
+        for m in cfg.training.cold_start_models or []:
+            cs = PR.cold_start(pref_cfg, table, champ.pool, m, catalog, feats, feat_src, priors,
+                               data.outcomes[data.outcomes["model"] == m])
+            metrics.update({f"preference/cold_start/{m}/{k}": v for k, v in cs.items() if k != "evidence"})
         champ_dir = ctx.bundle(champ, out_dir / "bundle", info={})
         router = load_router(champ_dir, embedding_cache=cache)
         nm = evaluate_champion(ctx, champ, router, metrics)
@@ -184,6 +204,7 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         log_json(clf_report, "classifier_report.json")
         R.quality_table(metrics).to_csv(out_dir / "quality_table.csv")
         mlflow.log_artifact(str(out_dir / "quality_table.csv"))
+        mlflow.log_artifact(str(out_dir / "product_quality.csv"))
         mlflow.log_text(table_text, "quality_table.txt")
         # ---- bundle, selection, registration
         metrics["time/total_before_register_s"] = time.time() - t_start
@@ -233,13 +254,18 @@ class _Ctx:
     cache: EmbeddingCache
     bundles: Path
     metrics: dict
+    feats: object = None           # autoroute.model_features rows (cold start), or None
+    feat_src: dict | None = None
 
     def fit(self, h: P.Holdout) -> routing.Fit:
         held_texts = ()
         if len(self.data.feedback_comparisons) and h.groups:
             held_texts = self.table_texts(h.groups)
         fit = routing.fit_protocol(self.pref_cfg, self.table, self.data, self.ev, h, self.val_groups,
-                                   self.val_sets, self.priors, held_texts)
+                                   self.val_sets, self.priors, held_texts, self.feats, self.feat_src)
+        if self.cfg.training.calibrate_preference:   # as served: Platt map on held-out validation outcomes
+            held = PR.heldout_outcomes(self.data, fit.pool)
+            PR.calibrate(fit.preference, self.table, held[held["split"] == "validation"])
         lobo_sources = self.ev.lobo.get(h.benchmark, ()) if h.benchmark else ()
         inputs = {"outcomes": fit.pool.outcomes, "comparisons": fit.pool.comparisons,
                   "knn": fit.pool.outcomes if fit.knn is not None else None,

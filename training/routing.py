@@ -175,8 +175,12 @@ def classifier_prompts(data: TrainingData, holdouts: Sequence[Holdout], ev: Eval
     return out
 
 
-def fit_preference(cfg: PreferenceConfig, table: PromptTable, pool: Pool, priors: dict[str, float]
+def fit_preference(cfg: PreferenceConfig, table: PromptTable, pool: Pool, priors: dict[str, float],
+                   model_features: pd.DataFrame | None = None, feature_sources: dict[str, str] | None = None
                    ) -> PreferenceModel:
+    """Fit on the pool. With `model_features` (autoroute.model_features), every model
+    with a feature row is learned too, those without rows in the pool through their
+    features alone (cold start)."""
     o = pool.outcomes.assign(prompt_idx=table.idx(pool.outcomes["prompt_id"]))[["prompt_idx", "model", "score"]]
     c = pool.comparisons.assign(prompt_idx=table.idx(pool.comparisons["prompt_id"]))
     cols = ["prompt_idx", "model_a", "model_b", "winner"] + (["preference"] if "preference" in c else [])
@@ -189,8 +193,11 @@ def fit_preference(cfg: PreferenceConfig, table: PromptTable, pool: Pool, priors
                                      for w in c.loc[miss, "winner"]]
         c = c[c["preference"].notna()]
     models = sorted(set(o["model"]) | set(c["model_a"]) | set(c["model_b"]))
-    log.info("preference fit %s: %d outcomes, %d comparisons, %d models", pool.name, len(o), len(c), len(models))
-    return PreferenceModel(cfg).fit(table.emb, c, o, models, priors=priors)
+    cold = [] if model_features is None else sorted(set(model_features.index) - set(models))
+    log.info("preference fit %s: %d outcomes, %d comparisons, %d models (+%d through their features only)",
+             pool.name, len(o), len(c), len(models), len(cold))
+    return PreferenceModel(cfg).fit(table.emb, c, o, models + cold, priors=priors, model_features=model_features,
+                                    feature_sources=feature_sources)
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -339,11 +346,12 @@ class Fit:
 
 def fit_protocol(pref_cfg: PreferenceConfig, table: PromptTable, data: TrainingData, ev: EvalConfig, h: Holdout,
                  val_groups: set, val_sets: Sequence[PairSet], priors: dict[str, float],
-                 held_texts: Sequence[str] = ()) -> Fit:
+                 held_texts: Sequence[str] = (), model_features: pd.DataFrame | None = None,
+                 feature_sources: dict[str, str] | None = None) -> Fit:
     """Fit the preference model and the kNN head on the protocol's pool; choose the blend weight
     on the validation slice (two-model APGR of each validation set), never on test data."""
     pool = training_pool(data, ev, h, val_groups, held_texts)
-    pref = fit_preference(pref_cfg, table, pool, priors)
+    pref = fit_preference(pref_cfg, table, pool, priors, model_features, feature_sources)
     weights = sorted(set(float(w) for w in ev.mf_weights))
     knn = knn_from_pool(pool, table, ev.knn_k, priors) if min(weights) < 1.0 else None
     lobo_sources = ev.lobo.get(h.benchmark, ()) if h.benchmark else ()

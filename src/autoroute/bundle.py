@@ -3,11 +3,13 @@
 
 Layout of a bundle folder::
 
-    manifest.json          format, scored models, features mode, metrics, versions
+    manifest.json          format, scored models and where each one's quality comes
+                           from (sources), features mode, metrics, versions
     config.yaml            snapshot of catalog, rules, router settings (+ bundle options)
     classifier/            fine-tuned encoder + tokenizer, task head, temperature
     encoder/               only when features == "base": the frozen sentence encoder
-    preference.pt          the N-model matrix-factorization preference model
+    preference.pt          the N-model matrix-factorization preference model (with the
+                           model features it scores cold-start models through)
     user_preference.json   Tier 4 per-user / per-org adjustments
     metrics.json           the evaluation metrics of the run that built it
 
@@ -70,6 +72,11 @@ class KNNQuality:
                 out[s:s + chunk, j] = self.scores[rows[nn], col[m]].mean(1)
         return out
 
+    def knows(self, model_ids: Sequence[str]) -> np.ndarray:
+        """Per model: does the kNN head hold any scored prompt of it?"""
+        col = {m: j for j, m in enumerate(self.model_ids)}
+        return np.array([m in col and bool(np.isfinite(self.scores[:, col[m]]).any()) for m in model_ids])
+
     def save(self, path: str | Path) -> None:
         np.savez_compressed(path, emb=self.emb.astype(np.float16), scores=self.scores.astype(np.float16),
                             model_ids=np.array(self.model_ids), k=self.k,
@@ -91,11 +98,12 @@ class BundleScorer(LearnedScorer):
 
     def __init__(self, classifier, preference=None, models: Sequence[str] = (), pref_ids: Sequence[str] = (),
                  encoder=None, num_threads: int | None = None, knn: KNNQuality | None = None,
-                 mf_weight: float = 1.0, embedding_cache=None):
+                 mf_weight: float = 1.0, embedding_cache=None, sources: Sequence[str] = ()):
         self.classifier = classifier
         self.preference = preference
         self.models = tuple(models)              # catalog ids, as the router knows them
         self._pref_ids = list(pref_ids or models)  # the same models as the preference model names them
+        self.sources = tuple(sources)            # per model: learned / measured_prior / proxy_prior / family_prior
         self.encoder = encoder                   # separate encoder (features == "base"), else None
         self.num_threads = num_threads
         self.knn, self.mf_weight = knn, float(mf_weight)
@@ -130,8 +138,10 @@ class BundleScorer(LearnedScorer):
             feats = self.encoder.encode(list(texts)) if self.encoder is not None else emb
             quality = self.preference.predict(feats, self._pref_ids)
             if self.knn is not None and self.mf_weight < 1.0:
-                quality = blend(quality, self.knn.predict(feats, self._pref_ids), self.mf_weight)
-        return Scores(task_probs=probs, quality=quality, models=self.models)
+                # a model the kNN head has no rows of (cold start) keeps the MF prediction
+                knn = np.where(self.knn.knows(self._pref_ids), self.knn.predict(feats, self._pref_ids), quality)
+                quality = blend(quality, knn, self.mf_weight)
+        return Scores(task_probs=probs, quality=quality, models=self.models, sources=self.sources)
 
 
 # ----------------------------------------------------------------------------- save / load
@@ -163,15 +173,18 @@ def save_bundle(folder: str | Path, *, cfg: DictConfig, classifier, preference=N
     else:
         classifier.save(folder / "classifier")
         labels = list(classifier.labels)
-    scored, pref_ids = [], []
+    scored, pref_ids, sources = [], [], []
     if preference is not None:
         preference.save(folder / "preference.pt")
         catalog = Catalog.from_config(snap.catalog)
-        for m in preference.model_ids:
+        # every catalog model the preference model has evidence for (its own rows or
+        # its features); a model with neither is left to the router's catalog prior
+        for m, src in zip(preference.model_ids, preference.evidence(preference.model_ids)):
             cid = catalog.try_resolve(m)
-            if cid is not None and cid not in scored:
+            if cid is not None and cid not in scored and src != "prior":
                 scored.append(cid)
                 pref_ids.append(m)
+                sources.append(src)
     if features == "base":
         if encoder is None:
             raise ValueError("save_bundle: features='base' needs the encoder")
@@ -183,7 +196,7 @@ def save_bundle(folder: str | Path, *, cfg: DictConfig, classifier, preference=N
         save_user_preference(user_preference, folder / "user_preference.json")
     (folder / "metrics.json").write_text(json.dumps(dict(metrics or {}), indent=1, default=float))
     manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "features": features,
-                "models": scored, "preference_ids": pref_ids,
+                "models": scored, "preference_ids": pref_ids, "sources": sources,
                 "preference_models": list(preference.model_ids) if preference is not None else [],
                 "tasks": labels, "mf_weight": float(mf_weight) if knn is not None else 1.0,
                 **dict(info or {})}
@@ -228,7 +241,8 @@ def load_scorer(folder: str | Path, quantize: bool | None = None, num_threads: i
         except ValueError as err:
             log.warning("bundle %s: exact kNN search kept: %s", folder, err)
     return BundleScorer(clf, pref, man.get("models", []), man.get("preference_ids", []), encoder, threads,
-                        knn=knn, mf_weight=float(man.get("mf_weight", 1.0)), embedding_cache=embedding_cache)
+                        knn=knn, mf_weight=float(man.get("mf_weight", 1.0)), embedding_cache=embedding_cache,
+                        sources=man.get("sources", []))
 
 
 def load_bundle_config(folder: str | Path, overrides: Sequence[str] = ()) -> DictConfig:

@@ -27,6 +27,11 @@ Sweeping the knob from 1 (best predicted quality) to 0 (cheapest model) gives a 
 any point on the segment between them, so the achievable cost-quality frontier is the
 upper convex hull of the points (same convention as RouterBench's AIQ).
 ``cost_to_match`` and ``quality_at_cost`` read that frontier.
+
+Predicted quality
+-----------------
+``quality_calibration``: how well a predicted probability of a good answer matches
+the observed outcomes (ECE over equal-width bins, Brier score, log-loss, AUC).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ __all__ = [
     "single_model_points",
     "oracle_cost_quality",
     "random_router_curve",
+    "quality_calibration",
 ]
 
 
@@ -324,3 +330,28 @@ def random_router_curve(true_scores: np.ndarray, costs: np.ndarray) -> CostQuali
     sc, sq = single_model_points(true_scores, costs)
     fc, fq = upper_convex_hull(sc, sq)
     return CostQualityCurve(np.full(sc.size, np.nan), sc, sq, fc, fq)
+
+
+def quality_calibration(pred: np.ndarray, outcome: np.ndarray, bins: int = 10) -> dict[str, float]:
+    """Calibration of predicted quality ``pred`` (in [0, 1]) against observed scores
+    ``outcome`` (0/1, or graded in [0, 1]): ``ece`` (|mean predicted - mean observed|
+    per equal-width bin of the prediction, weighted by the bin's share), ``brier``,
+    ``logloss``, ``auc`` (NaN unless both outcomes 0 and 1 occur) and ``n``."""
+    p = np.clip(np.asarray(pred, dtype=float), 1e-6, 1 - 1e-6)
+    y = np.asarray(outcome, dtype=float)
+    if p.shape != y.shape or p.ndim != 1:
+        raise ValueError("quality_calibration: pred and outcome must be 1-d arrays of the same length")
+    if len(p) == 0:
+        return {"n": 0, "ece": float("nan"), "brier": float("nan"), "logloss": float("nan"), "auc": float("nan")}
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
+    ece = sum(abs(p[which == b].mean() - y[which == b].mean()) * (which == b).mean()
+              for b in range(bins) if (which == b).any())
+    auc = float("nan")
+    pos, neg = y == 1, y == 0
+    if pos.any() and neg.any() and (pos | neg).all():
+        from scipy.stats import rankdata
+        r = rankdata(p)
+        auc = float((r[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * neg.sum()))
+    return {"n": int(len(p)), "ece": float(ece), "brier": float(np.mean((p - y) ** 2)),
+            "logloss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))), "auc": auc}

@@ -23,10 +23,24 @@ Training signals (all optional, weighted by the config):
   a float ``preference`` column (= P(a beats b)) is used as a soft target directly.
   Optionally ``tie_bothbad`` also adds a "both answers were bad" outcome of 0.
 
-Models with little data fall back to priors: each model's bias is pulled toward
-``logit(prior_quality)`` and its vector toward 0 by a Gaussian prior whose weight is
-``prior_strength`` pseudo-observations (MAP), so a model with a handful of
-observations predicts about its prior, and an unseen model predicts exactly its prior.
+Cold start (IRT-Router / EmbedLLM style): when ``model_features`` are given (one
+numeric row per model: family, release order, price tier, measured Arena priors, ...,
+see :mod:`autoroute.model_features`), a model's vector and bias are predicted from its
+features and a free part is shrunk towards that prediction::
+
+    v_m = W f_m + u_m,   b_m = logit(prior_m) + w . f_m + c + beta_m,
+    u_m ~ N(0, s^2),     beta_m ~ N(0, s^2)      (s^2 ~ 1 / prior_strength)
+
+so ``W`` and ``w`` are learned from every model that has rows, a model with many rows
+fits its own ``u_m``, and a model with no rows at all (a product model nobody has
+published per-prompt outcomes for) is scored through its features alone.  Without
+features the bias is pulled toward ``logit(prior_quality)`` and the vector toward 0, so
+an unseen model predicts exactly its prior.  :meth:`PreferenceModel.evidence` says per
+model whether its predictions are learned from its own rows or rest on its features.
+
+Calibration: :meth:`PreferenceModel.calibrate` fits one logit map ``a * s + b`` on
+held-out (validation) outcomes, so every model's predicted quality is on one calibrated
+scale: the probability of a good answer.
 
 Numpy in, numpy out; training is deterministic given ``config.seed``.
 """
@@ -74,11 +88,12 @@ class PreferenceConfig:
     prior_strength: float = 20.0  # pseudo-observations of the per-model prior
     default_prior: float = 0.5  # prior quality of a model without an explicit prior
     standardize: bool = True  # z-score the input features with training statistics
+    learned_min_rows: int = 50  # a model with fewer rows of its own is "cold": its features carry it
     seed: int = 0
 
 
 class _Net(nn.Module):
-    def __init__(self, d_in: int, n_models: int, cfg: PreferenceConfig):
+    def __init__(self, d_in: int, n_models: int, cfg: PreferenceConfig, n_feat: int = 0):
         super().__init__()
         if cfg.hidden > 0:
             self.proj = nn.Sequential(
@@ -91,12 +106,29 @@ class _Net(nn.Module):
         self.model_bias = nn.Parameter(torch.zeros(n_models))
         self.log_alpha = nn.Parameter(torch.zeros(()))
         nn.init.normal_(self.model_vec, std=0.1)
+        self.n_feat = n_feat
+        if n_feat:  # v_m = W f_m + u_m, b_m = b0_m + w . f_m + c + beta_m
+            self.register_buffer("model_feats", torch.zeros(n_models, n_feat))
+            self.feat_vec = nn.Linear(n_feat, cfg.dim, bias=False)
+            self.feat_bias = nn.Linear(n_feat, 1)
+            nn.init.zeros_(self.feat_vec.weight)   # a feature no trained model varies in stays without effect
+            nn.init.zeros_(self.feat_bias.weight)
+            nn.init.zeros_(self.feat_bias.bias)
+            nn.init.normal_(self.model_vec, std=0.01)
+
+    def model_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-model vectors ``[n_models, dim]`` and biases ``[n_models]``."""
+        if not self.n_feat:
+            return self.model_vec, self.model_bias
+        return (self.model_vec + self.feat_vec(self.model_feats),
+                self.model_bias + self.feat_bias(self.model_feats).squeeze(-1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Latent scores ``[n_prompts, n_models]``."""
         h = self.proj(x)
         p, d = h[:, :-1], h[:, -1:]
-        return p @ self.model_vec.T + self.model_bias + d
+        vec, bias = self.model_params()
+        return p @ vec.T + bias + d
 
 
 @dataclass
@@ -106,6 +138,10 @@ class _State:
     feat_mean: np.ndarray | None = None
     feat_std: np.ndarray | None = None
     d_in: int = 0
+    rows: dict[str, int] = field(default_factory=dict)          # training rows per model
+    feature_names: list[str] = field(default_factory=list)      # model-feature columns ([] = none)
+    feature_sources: dict[str, str] = field(default_factory=dict)  # model -> what its features rest on
+    calibration: tuple[float, float] = (1.0, 0.0)                  # predicted logit -> a * logit + b
 
 
 class PreferenceModel:
@@ -143,6 +179,8 @@ class PreferenceModel:
         outcomes: pd.DataFrame | None,
         model_ids: Sequence[str],
         priors: Mapping[str, float] | None = None,
+        model_features: pd.DataFrame | None = None,
+        feature_sources: Mapping[str, str] | None = None,
     ) -> "PreferenceModel":
         """Train from scratch.
 
@@ -155,6 +193,11 @@ class PreferenceModel:
                 ``weight``.  May be ``None`` or empty.
             model_ids: the models to learn; rows naming other models are ignored.
             priors: optional prior quality per model id (default ``config.default_prior``).
+            model_features: optional numeric features per model (index = model id; NaN =
+                unknown); models in ``model_ids`` without a row get zeros.  Turns on the
+                cold-start parameterisation of the module docstring.
+            feature_sources: per model, what its features rest on (``measured_prior``,
+                ``proxy_prior``, ``family_prior``); reported by :meth:`evidence`.
         Returns:
             ``self``.
         """
@@ -164,7 +207,9 @@ class PreferenceModel:
         x_np = np.asarray(embeddings, dtype=np.float32)
         mids = list(dict.fromkeys(model_ids))
         col = {m: i for i, m in enumerate(mids)}
-        self._st = _State(model_ids=mids, priors=dict(priors or {}), d_in=x_np.shape[1])
+        self._st = _State(model_ids=mids, priors=dict(priors or {}), d_in=x_np.shape[1],
+                          feature_sources=dict(feature_sources or {}))
+        feats = self._model_feature_matrix(model_features, mids, self._models_with_rows(outcomes, comparisons))
         if cfg.standardize:  # statistics of the prompts that carry training signal only
             used = set()
             for df, cols in ((comparisons, ("prompt_idx",)), (outcomes, ("prompt_idx",))):
@@ -208,17 +253,22 @@ class PreferenceModel:
         # ---- outcome-derived pairs (models scored differently on the same prompt)
         q_p, q_a, q_b, q_y = self._outcome_pairs(o_p, o_m, o_y) if cfg.w_outcome_pairs > 0 else (np.zeros(0, np.int64),) * 3 + (np.zeros(0, np.float32),)
 
-        net = _Net(x.shape[1], len(mids), cfg)
+        counts = np.bincount(np.concatenate([o_m, c_a, c_b]), minlength=len(mids))
+        self._st.rows = {m: int(counts[i]) for i, m in enumerate(mids)}
+        net = _Net(x.shape[1], len(mids), cfg, n_feat=0 if feats is None else feats.shape[1])
         prior_logits = torch.tensor([self._prior_logit(m) for m in mids], dtype=torch.float32)
         with torch.no_grad():
             net.model_bias.copy_(prior_logits)
+            if feats is not None:
+                net.model_feats.copy_(torch.from_numpy(np.array(feats)))
         self._net = net
         n_obs = max(len(o_p) + len(c_p) + len(q_p), 1)
         if n_obs <= 1 and len(o_p) + len(c_p) == 0:
             return self  # nothing to learn: predictions are the priors
 
-        decay = [p for n, p in net.named_parameters() if n.startswith("proj") and p.ndim > 1]
-        no_decay = [p for n, p in net.named_parameters() if not (n.startswith("proj") and p.ndim > 1)]
+        decayed = lambda n, p: n.startswith(("proj", "feat_")) and p.ndim > 1  # noqa: E731
+        decay = [p for n, p in net.named_parameters() if decayed(n, p)]
+        no_decay = [p for n, p in net.named_parameters() if not decayed(n, p)]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
         steps = max(1, math.ceil(n_obs / cfg.batch_size))
@@ -272,7 +322,8 @@ class PreferenceModel:
                 if len(iq):
                     z = scores[rq, qa[iq]] - scores[rq, qb[iq]]
                     loss = loss + cfg.w_outcome_pairs * bce(z, qy[iq], reduction="sum") / n_obs
-                # MAP prior on the per-model parameters (weight = prior_strength pseudo-obs)
+                # MAP prior on the per-model free parameters (weight = prior_strength pseudo-obs):
+                # the bias toward its prior (+ feature prediction), the vector toward W f_m (or 0)
                 prior = ((net.model_bias - prior_logits) ** 2).sum() + (net.model_vec ** 2).sum()
                 loss = loss + cfg.prior_strength * prior / (n_obs * steps)
                 opt.zero_grad()
@@ -281,6 +332,48 @@ class PreferenceModel:
                 sched.step()
         net.eval()
         return self
+
+    @staticmethod
+    def _models_with_rows(outcomes: pd.DataFrame | None, comparisons: pd.DataFrame | None) -> set[str]:
+        out = set(outcomes["model"]) if outcomes is not None and len(outcomes) else set()
+        if comparisons is not None and len(comparisons):
+            out |= set(comparisons["model_a"]) | set(comparisons["model_b"])
+        return out
+
+    def _model_feature_matrix(self, feats: pd.DataFrame | None, mids: list[str], trained: set[str]
+                              ) -> np.ndarray | None:
+        """``[n_models, k]`` feature rows standardized with the statistics of the models
+        that have rows (what the map is learned from), clipped to +-3 so a cold model
+        never sits far outside what was learned; NaN and missing models -> 0 (the mean)."""
+        if feats is None or feats.shape[1] == 0:
+            self._st.feature_names = []
+            return None
+        f = feats.apply(pd.to_numeric, errors="coerce").astype(np.float64)
+        f = f[~f.index.duplicated()]
+        ref = f[f.index.isin(trained)] if f.index.isin(trained).sum() >= 2 else f
+        mean, std = ref.mean(axis=0).fillna(0.0), ref.std(axis=0, ddof=0).replace(0.0, 1.0).fillna(1.0)
+        z = ((f - mean) / std).clip(-3.0, 3.0).reindex(mids).fillna(0.0)
+        self._st.feature_names = [str(c) for c in f.columns]
+        return z.to_numpy(np.float32)
+
+    def evidence(self, model_ids: Sequence[str]) -> list[str]:
+        """Where each model's predicted quality comes from: ``learned`` (trained on at
+        least ``learned_min_rows`` rows of its own), else what its features rest on
+        (``measured_prior`` / ``proxy_prior`` / ``family_prior``), else ``prior``
+        (neither rows nor features: the constant prior quality)."""
+        out = []
+        for m in model_ids:
+            if self._st.rows.get(m, 0) >= self.config.learned_min_rows:
+                out.append("learned")
+            elif m in self._st.model_ids and self._st.feature_names and m in self._st.feature_sources:
+                out.append(self._st.feature_sources[m])
+            else:
+                out.append("prior")
+        return out
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self._st.feature_names)
 
     @staticmethod
     def _outcome_pairs(p: np.ndarray, m: np.ndarray, y: np.ndarray):
@@ -313,11 +406,34 @@ class PreferenceModel:
         with torch.no_grad():
             self._net.eval()
             s = self._net(x).numpy().astype(np.float64)
+        a, b = self._st.calibration
         col = {m: i for i, m in enumerate(self._st.model_ids)}
         out = np.empty((x.shape[0], len(model_ids)), dtype=np.float64)
         for j, m in enumerate(model_ids):
-            out[:, j] = s[:, col[m]] if m in col else self._prior_logit(m)
+            out[:, j] = a * s[:, col[m]] + b if m in col else self._prior_logit(m)
         return out
+
+    def calibrate(self, embeddings: np.ndarray, outcomes: pd.DataFrame) -> tuple[float, float]:
+        """Fit the logit map ``a * s + b`` (Platt scaling, one for every model) on held-out
+        outcomes ``prompt_idx, model, score`` (validation rows), so predicted quality is a
+        calibrated probability of a good answer; returns ``(a, b)``."""
+        from scipy.optimize import minimize
+
+        self._st.calibration = (1.0, 0.0)
+        o = outcomes[outcomes["model"].isin(self._st.model_ids)]
+        if o.empty:
+            raise ValueError("calibrate: no outcome rows of the model's models")
+        s = np.empty(len(o))
+        for m, idx in o.groupby("model").indices.items():
+            s[idx] = self.predict_logits(embeddings[o["prompt_idx"].to_numpy()[idx]], [m])[:, 0]
+        y = np.clip(o["score"].to_numpy(float), 0, 1)
+
+        def nll(ab):
+            z = ab[0] * s + ab[1]
+            return float(np.mean(np.logaddexp(0, z) - y * z))
+        res = minimize(nll, np.array([1.0, 0.0]), method="L-BFGS-B", bounds=[(0.05, 5.0), (-5.0, 5.0)])
+        self._st.calibration = (float(res.x[0]), float(res.x[1]))
+        return self._st.calibration
 
     def predict(self, embeddings: np.ndarray, model_ids: Sequence[str]) -> np.ndarray:
         """Predicted quality in [0, 1], shape ``[n_prompts, len(model_ids)]``."""
@@ -336,6 +452,10 @@ class PreferenceModel:
             "feat_mean": None if self._st.feat_mean is None else torch.from_numpy(self._st.feat_mean),
             "feat_std": None if self._st.feat_std is None else torch.from_numpy(self._st.feat_std),
             "d_in": self._st.d_in,
+            "rows": dict(self._st.rows),
+            "feature_names": list(self._st.feature_names),
+            "feature_sources": dict(self._st.feature_sources),
+            "calibration": list(self._st.calibration),
         }
 
     @classmethod
@@ -346,8 +466,11 @@ class PreferenceModel:
             model_ids=list(state["model_ids"]), priors=dict(state["priors"]), d_in=int(state["d_in"]),
             feat_mean=None if state["feat_mean"] is None else state["feat_mean"].numpy(),
             feat_std=None if state["feat_std"] is None else state["feat_std"].numpy(),
+            rows=dict(state.get("rows", {})), feature_names=list(state.get("feature_names", [])),
+            feature_sources=dict(state.get("feature_sources", {})),
+            calibration=tuple(state.get("calibration", (1.0, 0.0))),
         )
-        obj._net = _Net(obj._st.d_in, len(obj._st.model_ids), obj.config)
+        obj._net = _Net(obj._st.d_in, len(obj._st.model_ids), obj.config, n_feat=len(obj._st.feature_names))
         obj._net.load_state_dict(state["net"])
         obj._net.eval()
         return obj

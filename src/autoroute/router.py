@@ -105,26 +105,44 @@ class Router:
     def route(self, request: Request) -> Decision:
         return self.route_batch([request])[0]
 
-    def route_batch(self, requests: Sequence[Request]) -> list[Decision]:
-        """Decide a batch; the learned scorer runs once over the prompts that need it."""
-        return self.sweep(requests, None)[0]
+    def route_batch(self, requests: Sequence[Request], errors: str = "raise") -> list[Decision | RoutingError]:
+        """Decide a batch; the learned scorer runs once over the prompts that need it.
 
-    def sweep(self, requests: Sequence[Request], knobs: Sequence[float] | None) -> list[list[Decision]]:
+        errors: ``raise`` (the first request that cannot be routed raises its
+        RoutingError) or ``return`` (its RoutingError takes its place in the output;
+        the other requests are still decided in the same pass)."""
+        return self.sweep(requests, None, errors)[0]
+
+    def sweep(self, requests: Sequence[Request], knobs: Sequence[float] | None,
+              errors: str = "raise") -> list[list[Decision | RoutingError]]:
         """``route_batch`` at each knob value (every request's ``cost_quality`` set to it), with
         the tiers and the learned scorer run once for all of them: one list of decisions per
         knob, identical to ``route_batch`` of the requests at that knob (the evaluation's
         knob sweep; ``knobs=None``: the requests' own knobs)."""
+        if errors not in ("raise", "return"):
+            raise ValueError(f"route_batch errors={errors!r}: use 'raise' or 'return'")
         t0 = time.perf_counter()
-        staged = [self._prepare(r) for r in requests]
-        need = [i for i, st in enumerate(staged) if self._needs_scores(st)]
+        staged: list = []
+        for r in requests:
+            try:
+                staged.append(self._prepare(r))
+            except RoutingError as err:
+                if errors == "raise":
+                    raise
+                staged.append(err)
+        need = [i for i, st in enumerate(staged) if not isinstance(st, RoutingError) and self._needs_scores(st)]
         scores: Scores | None = None
         if self.scorer is not None and need:
             scores = self.scorer.score([requests[i].last_user_text for i in need])
         row_of = {i: k for k, i in enumerate(need)}
         out = []
         for knob in ([None] if knobs is None else knobs):
-            batch = []
-            for i, (req, sig, plan, pool) in enumerate(staged):
+            batch: list[Decision | RoutingError] = []
+            for i, st in enumerate(staged):
+                if isinstance(st, RoutingError):
+                    batch.append(st)
+                    continue
+                req, sig, plan, pool = st
                 if knob is not None:
                     req = req.model_copy(update={"cost_quality": float(knob)})
                 batch.append(self._select(req, sig, plan, pool, scores, row_of.get(i), t0))
