@@ -26,8 +26,8 @@ from serving.guard import STATE, Guard, error_body
 from serving.proxy import AUTO_MODES, UpstreamError, Upstreams, decision_field, decision_headers, \
     to_route_request
 from serving.runtime import (CachedScorer, LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
-                             bundle_info, check_bundle, load_champion, load_serving_config, route_many,
-                             serving_overrides, to_plain)
+                             arm_of, bundle_info, check_bundle, load_challenger, load_champion, load_serving_config,
+                             route_many, serving_overrides, to_plain)
 from serving.schemas import (EXAMPLE_BATCH, EXAMPLE_FEEDBACK, EXAMPLE_REQUEST, CatalogEntry, ChatCompletion,
                              ChatCompletionRequest, Feedback, FeedbackAck, Health, ModelsList, OpenAIError,
                              Refreshed, RouteBatch, RouteBatchResult)
@@ -98,13 +98,23 @@ class AutoRoute:
         self.log_prompts = bool(scfg.log_prompts)
         if self.router.scorer is not None and int(scfg.cache_size) > 0:
             self.router.scorer = CachedScorer(self.router.scorer, int(scfg.cache_size))
-        t4 = to_plain(scfg.tier4)
-        from autoroute.user_preference import UserPreferenceSettings
-        self.pref = LiveUserPreference(self.router.user_preference, float(t4["max_boost"]))
-        self.router.user_preference = self.pref
         self.store = LogStore(scfg.log.db, float(scfg.log.decision_flush_ms), bool(scfg.log.store_prompts))
-        settings = UserPreferenceSettings(**{k: v for k, v in t4.items() if k != "refresh_s"})
-        self.tier4 = Tier4Refresher(self.store, self.pref, settings, float(t4["refresh_s"])).start()
+        self.tier4_on = bool(scfg.tier4.enabled)
+        self.refreshers: list[Tier4Refresher] = []
+        self.pref = self.live_tier4(self.router)
+        ch = scfg.challenger
+        self.challenger, self.challenger_problem = None, None
+        self.ab_mode, self.ab_share, self.ab_salt = str(ch.mode), float(ch.ab_share), str(ch.salt)
+        if self.ab_mode not in ("shadow", "ab") or not 0.0 <= self.ab_share <= 1.0:
+            raise SystemExit("serving.challenger: mode must be shadow or ab and ab_share in [0, 1]")
+        if ch.model:
+            self.challenger, self.challenger_problem = load_challenger(str(ch.model), self.cfg, overrides)
+            if self.challenger is None:
+                log.error("serving without the challenger: %s", self.challenger_problem)
+            else:
+                if self.challenger.scorer is not None and int(scfg.cache_size) > 0:
+                    self.challenger.scorer = CachedScorer(self.challenger.scorer, int(scfg.cache_size))
+                self.live_tier4(self.challenger)
         b = scfg.batching
         self.batcher = MicroBatcher(lambda reqs: route_many(self.router, reqs), int(b.max_batch),
                                     float(b.window_ms)) if b.enabled and self.router.scorer is not None else None
@@ -116,6 +126,19 @@ class AutoRoute:
         STATE.service = self
         log.info("autoroute ready: %s%s", self.model_info.get("tag", "rules only"),
                  " (DEGRADED: " + str(self.problem) + ")" if self.degraded else "")
+
+    def live_tier4(self, router) -> LiveUserPreference:
+        """Give `router` the live Tier 4 (its bundle's model + user/org refits), or none."""
+        from hydra.utils import instantiate
+
+        from autoroute.scoring import NoUserPreference
+        pref = LiveUserPreference(router.user_preference if self.tier4_on else NoUserPreference())
+        router.user_preference = pref
+        if self.tier4_on:
+            t4 = self.cfg.serving.tier4
+            self.refreshers.append(Tier4Refresher(self.store, pref, instantiate(self.cfg.router.tier4),
+                                                  float(t4.refresh_s), list(t4.levels)).start())
+        return pref
 
     @bentoml.on_deployment
     def check_champion() -> None:
@@ -133,12 +156,64 @@ class AutoRoute:
 
     @bentoml.on_shutdown
     async def shutdown(self) -> None:
-        self.tier4.stop()
+        for r in self.refreshers:
+            r.stop()
         await self.upstreams.aclose()
         self.store.close()
 
     # ------------------------------------------------------------ routing
     async def decide(self, requests: list[Request]) -> list[Decision | Exception]:
+        if self.challenger is not None and self.ab_mode == "ab":
+            arms = [self.arm_for(r) for r in requests]
+            if "challenger" in arms:
+                return await self.decide_split(requests, arms)
+        results = await self.decide_champion(requests)
+        if self.challenger is not None and self.ab_mode == "shadow":
+            served = [(r, d) for r, d in zip(requests, results) if isinstance(d, Decision)]
+            if served:
+                asyncio.get_running_loop().create_task(self.shadow(served))
+        return results
+
+    def arm_for(self, req: Request) -> str:
+        """The arm that serves `req`: the challenger only in an A/B split."""
+        if self.challenger is None or self.ab_mode != "ab":
+            return "champion"
+        return arm_of(req.user_id, req.org_id, self.ab_share, self.ab_salt)
+
+    async def decide_split(self, requests: list[Request], arms: list[str]) -> list[Decision | Exception]:
+        """A/B: each request decided by its user's arm."""
+        out: list = [None] * len(requests)
+        champ = [i for i, a in enumerate(arms) if a == "champion"]
+        chall = [i for i, a in enumerate(arms) if a == "challenger"]
+        if champ:
+            for i, d in zip(champ, await self.decide_champion([requests[i] for i in champ])):
+                out[i] = d
+        t0 = time.perf_counter()
+        reqs = [requests[i] for i in chall]
+        results = await asyncio.to_thread(route_many, self.challenger, reqs) if self.challenger.scorer is not None \
+            else route_many(self.challenger, reqs)
+        seconds = (time.perf_counter() - t0) / max(len(reqs), 1)
+        for i, req, d in zip(chall, reqs, results):
+            out[i] = d
+            if isinstance(d, Decision):
+                self.record(d, req, seconds, arm="challenger")
+        return out
+
+    async def shadow(self, served: list[tuple[Request, Decision]]) -> None:
+        """Shadow: the challenger decides the same requests; logged and counted, not served."""
+        try:
+            t0 = time.perf_counter()
+            reqs = [r for r, _ in served]
+            results = await asyncio.to_thread(route_many, self.challenger, reqs)
+            seconds = (time.perf_counter() - t0) / len(reqs)
+            for (_, d), sh in zip(served, results):
+                if isinstance(sh, Decision):
+                    self.store.log_shadow(d.decision_id, sh)
+                    metrics.shadow(sh, d, seconds)
+        except Exception:  # the shadow must never affect serving
+            log.exception("shadow decisions failed")
+
+    async def decide_champion(self, requests: list[Request]) -> list[Decision | Exception]:
         t0 = time.perf_counter()
         if self.batcher is not None and len(requests) == 1:
             try:
@@ -158,10 +233,10 @@ class AutoRoute:
                 self.record(d, req, seconds)
         return results
 
-    def record(self, d: Decision, req: Request, seconds: float) -> None:
+    def record(self, d: Decision, req: Request, seconds: float, arm: str = "champion") -> None:
         text = req.last_user_text
-        self.store.log_decision(d, req.user_id, req.org_id, text)
-        metrics.decision(d, seconds)
+        self.store.log_decision(d, req.user_id, req.org_id, text, arm)
+        metrics.decision(d, seconds, arm)
         if self.log_prompts:
             log.info("decision %s -> %s for prompt %r", d.decision_id, d.selected_model, text[:500])
 
@@ -220,16 +295,18 @@ class AutoRoute:
                  "user_id": feedback.user_id or row.get("user_id"), "org_id": row.get("org_id") or feedback.org_id,
                  "ts": iso_now()}
         await asyncio.to_thread(self.store.add_feedback, [event])
-        self.tier4.poke()
-        metrics.feedback(feedback.event, routed, chosen)
+        for r in self.refreshers:
+            r.poke()
+        metrics.feedback(feedback.event, routed, chosen, row.get("arm") or "champion", event["rating"])
         return FeedbackAck(stored=True, decision_id=feedback.decision_id, event=feedback.event, routed_model=routed,
                            chosen_model=chosen, user_id=event["user_id"], org_id=event["org_id"])
 
     @bentoml.api(route="/admin/refresh")
     async def admin_refresh(self) -> Refreshed:
         """Refit Tier 4 from the feedback log now (it also refits on its own)."""
-        await asyncio.to_thread(self.tier4.refresh)
-        return Refreshed(users_and_orgs=len(self.pref.live.table), feedback_events=self.pref.events,
+        for r in self.refreshers:
+            await asyncio.to_thread(r.refresh)
+        return Refreshed(users_and_orgs=self.pref.profiles, feedback_events=self.pref.events,
                          refreshed_at=self.pref.refreshed_at)
 
     # -------------------------------------------------------------- probes
@@ -237,8 +314,13 @@ class AutoRoute:
         log_ok = self.store.ping()
         return Health(status="ok" if log_ok else "unavailable", ready=log_ok, degraded=self.degraded,
                       model=self.model_info.get("tag"), runtime=self.runtime, problem=self.problem, log=log_ok,
-                      tier4={"entries": len(self.pref.live.table), "feedback_events": self.pref.events,
-                             "refreshed_at": self.pref.refreshed_at, "error": self.tier4.last_error},
+                      tier4={"enabled": self.tier4_on, "entries": self.pref.profiles,
+                             "feedback_events": self.pref.events, "refreshed_at": self.pref.refreshed_at,
+                             "fit_ms": self.refreshers[0].fit_ms if self.refreshers else None,
+                             "error": next((r.last_error for r in self.refreshers if r.last_error), None)},
+                      challenger={"model": str(self.cfg.serving.challenger.model or "") or None,
+                                  "loaded": self.challenger is not None, "mode": self.ab_mode,
+                                  "ab_share": self.ab_share, "problem": self.challenger_problem},
                       batching=self.batcher.stats() if self.batcher is not None else {})
 
     # ------------------------------------------------------ model picker
@@ -309,7 +391,7 @@ class AutoRoute:
         except UpstreamError as err:
             for a in err.attempts:
                 metrics.fallback(a.model, a.error)
-            self.record(decision, req, decision.latency_ms / 1000)
+            self.record(decision, req, decision.latency_ms / 1000, self.arm_for(req))
             status = err.status if err.status >= 400 else 502
             return PlainJSON(orjson.loads(error_body(path, status, str(err), "upstream_error")), status_code=status,
                              headers=decision_headers(decision, decision.selected_model, err.attempts))
@@ -319,7 +401,7 @@ class AutoRoute:
             "selected_model": served, "display_name": self.catalog.cards[served].display_name,
             "reason": decision.reason + f"; served by {self.catalog.cards[served].display_name} after "
                                         f"{decision.selected_model} failed ({attempts[0].error})"})
-        self.record(served_decision, req, decision.latency_ms / 1000)
+        self.record(served_decision, req, decision.latency_ms / 1000, self.arm_for(req))
         headers = decision_headers(decision, served, attempts)
         field = decision_field(decision, served, attempts)
         if not body.stream:
@@ -344,6 +426,11 @@ class AutoRoute:
 
     async def decide_quietly(self, req: Request) -> list:
         """Route one request without recording it (the proxy records what was served)."""
+        if self.arm_for(req) == "challenger":
+            try:
+                return await asyncio.to_thread(route_many, self.challenger, [req])
+            except RoutingError as err:
+                return [err]
         if self.batcher is not None:
             try:
                 return [await self.batcher.submit(req)]

@@ -13,6 +13,7 @@ import queue
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from collections import OrderedDict
 from pathlib import Path
@@ -22,11 +23,19 @@ import pandas as pd
 
 log = logging.getLogger("autoroute.serving.store")
 
-from autoroute.feedback import DECISIONS_DDL, FEEDBACK_DDL  # the schema the training pipeline reads
+from autoroute.feedback import DECISIONS_DDL, FEEDBACK_DDL, SHADOW_DDL  # the schema the training pipeline reads
 
 FEEDBACK_COLUMNS = ("decision_id", "prompt", "routed_model", "chosen_model", "event", "rating",
                     "user_id", "org_id", "ts")
 _STOP = object()
+
+
+@dataclass
+class _Shadow:
+    ts: str
+    served_id: str
+    arm: str
+    decision: Any
 
 
 def iso_now(ts: float | None = None) -> str:
@@ -57,7 +66,9 @@ class LogStore:
         self.store_prompts = store_prompts
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = _connect(self.path, "FULL")
-        self._con.executescript(_script(FEEDBACK_DDL) + _script(DECISIONS_DDL))
+        self._con.executescript(_script(FEEDBACK_DDL) + _script(DECISIONS_DDL) + _script(SHADOW_DDL))
+        if "arm" not in {r[1] for r in self._con.execute("PRAGMA table_info(decisions)")}:
+            self._con.execute("ALTER TABLE decisions ADD COLUMN arm TEXT")   # a log from before A/B arms
         self._con.execute("CREATE INDEX IF NOT EXISTS feedback_ts ON feedback(ts)")
         self._lock = threading.Lock()
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -71,16 +82,21 @@ class LogStore:
         self.written_decisions = 0
 
     # ------------------------------------------------------------ decisions
-    def log_decision(self, decision, user_id: str | None, org_id: str | None, prompt: str) -> None:
+    def log_decision(self, decision, user_id: str | None, org_id: str | None, prompt: str,
+                     arm: str = "champion") -> None:
         """Queue one decision (returns at once; the writer commits it)."""
         row = {"decision_id": decision.decision_id, "selected_model": decision.selected_model,
                "user_id": user_id, "org_id": org_id, "prompt": prompt if self.store_prompts else "",
-               "task": decision.task, "tier": decision.tier}
+               "task": decision.task, "tier": decision.tier, "arm": arm}
         with self._recent_lock:
             self._recent[decision.decision_id] = row
             if len(self._recent) > self._recent_max:
                 self._recent.popitem(last=False)
         self._queue.put((iso_now(), row, decision))
+
+    def log_shadow(self, served_id: str, decision, arm: str = "challenger") -> None:
+        """Queue the decision a shadow arm made for the served decision `served_id`."""
+        self._queue.put(_Shadow(iso_now(), served_id, arm, decision))
 
     def _write_loop(self) -> None:
         con = _connect(self.path, "NORMAL")
@@ -99,18 +115,29 @@ class LogStore:
                     break
             if any(it is _STOP for it in items):
                 stop = True
-            rows = [it for it in items if it is not _STOP and not isinstance(it, threading.Event)]
+            rows = [it for it in items if isinstance(it, tuple)]
+            shadows = [it for it in items if isinstance(it, _Shadow)]
             events = [it for it in items if isinstance(it, threading.Event)]
             if rows:
                 try:
                     con.executemany(
                         "INSERT OR REPLACE INTO decisions (decision_id, ts, user_id, org_id, prompt, selected_model,"
-                        " task, tier, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+                        " task, tier, payload, arm) VALUES (?,?,?,?,?,?,?,?,?,?)",
                         [(r["decision_id"], ts, r["user_id"], r["org_id"], r["prompt"], r["selected_model"],
-                          r["task"], r["tier"], d.model_dump_json()) for ts, r, d in rows])
+                          r["task"], r["tier"], d.model_dump_json(), r["arm"]) for ts, r, d in rows])
                     self.written_decisions += len(rows)
                 except sqlite3.Error:  # never let the writer die; the decisions are lost, say so
                     log.exception("could not write %d decisions to %s", len(rows), self.path)
+            if shadows:
+                try:
+                    con.executemany(
+                        "INSERT OR REPLACE INTO shadow_decisions (decision_id, ts, arm, selected_model, task, tier,"
+                        " estimated_cost, latency_ms, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+                        [(sh.served_id, sh.ts, sh.arm, sh.decision.selected_model, sh.decision.task, sh.decision.tier,
+                          sh.decision.estimated_cost, sh.decision.latency_ms, sh.decision.model_dump_json())
+                         for sh in shadows])
+                except sqlite3.Error:
+                    log.exception("could not write %d shadow decisions to %s", len(shadows), self.path)
             for ev in events:
                 ev.set()
             for _ in items:
@@ -130,12 +157,12 @@ class LogStore:
             return row
         with self._lock:
             cur = self._con.execute(
-                "SELECT decision_id, selected_model, user_id, org_id, prompt, task, tier FROM decisions "
+                "SELECT decision_id, selected_model, user_id, org_id, prompt, task, tier, arm FROM decisions "
                 "WHERE decision_id = ?", (decision_id,))
             hit = cur.fetchone()
         if hit is None:
             return None
-        return dict(zip(("decision_id", "selected_model", "user_id", "org_id", "prompt", "task", "tier"), hit))
+        return dict(zip(("decision_id", "selected_model", "user_id", "org_id", "prompt", "task", "tier", "arm"), hit))
 
     # ------------------------------------------------------------- feedback
     def add_feedback(self, rows: Iterable[dict[str, Any]]) -> int:
@@ -156,16 +183,18 @@ class LogStore:
         return len(values)
 
     def feedback_frame(self) -> pd.DataFrame:
-        """Every feedback row (read incrementally; rows from other workers included)."""
+        """Every feedback row with its decision's task (read incrementally; rows from
+        other workers included)."""
+        cols = ", ".join(f"f.{c}" for c in FEEDBACK_COLUMNS)
         with self._lock:
             cur = self._con.execute(
-                f"SELECT rowid, {', '.join(FEEDBACK_COLUMNS)} FROM feedback WHERE rowid > ? ORDER BY rowid",
-                (self._feedback_rowid,))
+                f"SELECT f.rowid, {cols}, d.task FROM feedback f LEFT JOIN decisions d "
+                "ON d.decision_id = f.decision_id WHERE f.rowid > ? ORDER BY f.rowid", (self._feedback_rowid,))
             new = cur.fetchall()
         if new:
             self._feedback_rowid = new[-1][0]
             self._feedback_rows.extend(r[1:] for r in new)
-        return pd.DataFrame(self._feedback_rows, columns=list(FEEDBACK_COLUMNS))
+        return pd.DataFrame(self._feedback_rows, columns=[*FEEDBACK_COLUMNS, "task"])
 
     def feedback_count(self) -> int:
         with self._lock:

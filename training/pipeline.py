@@ -16,7 +16,7 @@ from autoroute.catalog import Catalog
 from autoroute.classifier import ClassifierConfig, TaskClassifier
 from autoroute.embeddings import EmbeddingCache, Encoder, EncoderConfig
 from autoroute.preference import PreferenceConfig
-from autoroute.scoring import StaticUserPreference, catalog_prior
+from autoroute.scoring import catalog_prior
 from autoroute.types import RoutingError
 
 from training import report as R
@@ -108,10 +108,12 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         champ_pool = routing.training_pool(data, ev, "champion")
         preference = routing.fit_preference(pref_cfg, table, champ_pool, priors)
         metrics["time/preference_s"] = time.time() - t0
-        from autoroute.user_preference import fit_user_preference
-        user_pref = fit_user_preference(data.feedback_events) if len(data.feedback_events) \
-            else StaticUserPreference({})
-        metrics["tier4/profiles"] = len(user_pref.table)
+        from hydra.utils import instantiate
+
+        from autoroute.user_preference import fit_tier4
+        user_pref = fit_tier4(data.feedback_events, instantiate(cfg.router.tier4))
+        metrics["tier4/profiles"] = sum(1 for k in user_pref.table if k != "global")
+        metrics["tier4/feedback_events"] = len(data.feedback_events)
         # ---- baselines + evaluation
         t0 = time.time()
         two = routing.evaluate_two_model(data, table, ev, pref_cfg, priors, progress=cfg.training.progress)

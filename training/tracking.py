@@ -84,6 +84,8 @@ class Tracker:
     greater_is_better: bool = True
     min_improvement: float = 0.0
     register: bool = True
+    selection: str = "if_better"     # if_better: the alias moves only on a better primary metric;
+                                     # always: a challenger (alias `challenger`) is registered whatever it scores
     bentoml_home: str | None = None
     bento_model: str = "autoroute-router"
     export_bentoml: bool = True
@@ -147,7 +149,9 @@ class Tracker:
         mv, old = self.current_champion()
         result = {"candidate": new, "previous": old, "previous_version": getattr(mv, "version", None),
                   "promoted": False, "version": None}
-        if not self.register or not self.beats(new, old):
+        if self.selection not in ("if_better", "always"):
+            raise ValueError(f"tracking.selection must be if_better or always, not {self.selection!r}")
+        if not self.register or (self.selection == "if_better" and not self.beats(new, old)):
             log.info("selection: %s %s does not beat the champion (%s); champion unchanged",
                      self.primary_metric, new, old)
             mlflow.MlflowClient().set_tag(run_id, "selection", "kept_champion")
@@ -157,7 +161,7 @@ class Tracker:
         client.set_model_version_tag(self.registered_model, version.version, self.primary_metric, str(new))
         client.set_model_version_tag(self.registered_model, version.version, "run_id", run_id)
         client.set_registered_model_alias(self.registered_model, self.alias, version.version)
-        client.set_tag(run_id, "selection", "champion")
+        client.set_tag(run_id, "selection", self.alias)
         result.update(promoted=True, version=str(version.version))
         log.info("selection: version %s is the new %s (%s %.4f > %s)", version.version, self.alias,
                  self.primary_metric, new, old)
