@@ -164,11 +164,11 @@ class _Obs:
 def observations(events: pd.DataFrame, settings: Tier4Settings, now: float | None = None) -> list[_Obs]:
     """Feedback rows -> weighted observations (see the module docstring)."""
     s = settings
+    if events is None or len(events) == 0:
+        return []
     missing = [c for c in EVENT_COLUMNS if c not in events]
     if missing:
         raise ValueError(f"feedback log is missing columns {missing}")
-    if len(events) == 0:
-        return []
     t = _seconds(events["ts"]) if "ts" in events else np.zeros(len(events))
     now = float(np.max(t)) if now is None else now
     decay = 0.5 ** (np.maximum(now - t, 0.0) / (s.half_life_days * 86400.0))
@@ -211,7 +211,9 @@ def fit_tier4(events: pd.DataFrame, settings: Tier4Settings | None = None, level
         raise ValueError(f"Tier 4 levels {bad}: use {', '.join(LEVELS)}")
     frame = events if events is not None else pd.DataFrame(columns=list(EVENT_COLUMNS) + ["ts"])
     since = getattr(parent, "fitted_until", None)
-    if since is not None and len(frame) and "ts" in frame:
+    if len(frame) == 0:
+        return Tier4Model({}, s, parent, {}, since)
+    if since is not None and "ts" in frame:
         frame = frame[_seconds(frame["ts"]) > since]
     obs = observations(frame, s, now)
     newest = float(np.max(_seconds(frame["ts"]))) if len(frame) and "ts" in frame else since
