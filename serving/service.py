@@ -235,7 +235,7 @@ class AutoRoute:
 
     def record(self, d: Decision, req: Request, seconds: float, arm: str = "champion") -> None:
         text = req.last_user_text
-        self.store.log_decision(d, req.user_id, req.org_id, text, arm)
+        self.store.log_decision(d, req.user_id, req.org_id, text, arm=arm)
         metrics.decision(d, seconds, arm)
         if self.log_prompts:
             log.info("decision %s -> %s for prompt %r", d.decision_id, d.selected_model, text[:500])

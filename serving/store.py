@@ -23,7 +23,7 @@ import pandas as pd
 
 log = logging.getLogger("autoroute.serving.store")
 
-from autoroute.feedback import DECISIONS_DDL, FEEDBACK_DDL, SHADOW_DDL  # the schema the training pipeline reads
+from autoroute.feedback import DECISIONS_ADDED, DECISIONS_DDL, FEEDBACK_DDL, SHADOW_DDL  # the schema the training pipeline reads
 
 FEEDBACK_COLUMNS = ("decision_id", "prompt", "routed_model", "chosen_model", "event", "rating",
                     "user_id", "org_id", "ts")
@@ -67,8 +67,10 @@ class LogStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = _connect(self.path, "FULL")
         self._con.executescript(_script(FEEDBACK_DDL) + _script(DECISIONS_DDL) + _script(SHADOW_DDL))
-        if "arm" not in {r[1] for r in self._con.execute("PRAGMA table_info(decisions)")}:
-            self._con.execute("ALTER TABLE decisions ADD COLUMN arm TEXT")   # a log from before A/B arms
+        have = {r[1] for r in self._con.execute("PRAGMA table_info(decisions)")}
+        for col, kind in DECISIONS_ADDED.items():       # a log written before these columns existed
+            if col not in have:
+                self._con.execute(f"ALTER TABLE decisions ADD COLUMN {col} {kind}")
         self._con.execute("CREATE INDEX IF NOT EXISTS feedback_ts ON feedback(ts)")
         self._lock = threading.Lock()
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -83,11 +85,12 @@ class LogStore:
 
     # ------------------------------------------------------------ decisions
     def log_decision(self, decision, user_id: str | None, org_id: str | None, prompt: str,
-                     arm: str = "champion") -> None:
-        """Queue one decision (returns at once; the writer commits it)."""
+                     requested: str = "auto", arm: str = "champion") -> None:
+        """Queue one decision (returns at once; the writer commits it). `requested`: 'auto' or the
+        model the client picked; `arm`: the A/B arm that decided."""
         row = {"decision_id": decision.decision_id, "selected_model": decision.selected_model,
                "user_id": user_id, "org_id": org_id, "prompt": prompt if self.store_prompts else "",
-               "task": decision.task, "tier": decision.tier, "arm": arm}
+               "task": decision.task, "tier": decision.tier, "requested": requested, "arm": arm}
         with self._recent_lock:
             self._recent[decision.decision_id] = row
             if len(self._recent) > self._recent_max:
@@ -122,9 +125,10 @@ class LogStore:
                 try:
                     con.executemany(
                         "INSERT OR REPLACE INTO decisions (decision_id, ts, user_id, org_id, prompt, selected_model,"
-                        " task, tier, payload, arm) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        " task, tier, payload, requested, arm) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         [(r["decision_id"], ts, r["user_id"], r["org_id"], r["prompt"], r["selected_model"],
-                          r["task"], r["tier"], d.model_dump_json(), r["arm"]) for ts, r, d in rows])
+                          r["task"], r["tier"], d.model_dump_json(), r["requested"], r["arm"])
+                         for ts, r, d in rows])
                     self.written_decisions += len(rows)
                 except sqlite3.Error:  # never let the writer die; the decisions are lost, say so
                     log.exception("could not write %d decisions to %s", len(rows), self.path)

@@ -43,7 +43,7 @@ def test_report_counts_each_arm_and_the_shadow(tmp_path):
     for i in range(40):
         arm = "challenger" if i % 2 else "champion"
         store.log_decision(_decision(i, "claude-sonnet-4", 0.01 if arm == "champion" else 0.002, 1.0 + i),
-                           f"u{i % 4}", "o", "p", arm)
+                           f"u{i % 4}", "o", "p", arm=arm)
         store.log_shadow(f"d{i:04d}", _decision(1000 + i, "gpt-4o" if i < 10 else "claude-sonnet-4", 0.003, 2.0))
     store.flush()
     events = [{"decision_id": f"d{i:04d}", "prompt": "p", "routed_model": "claude-sonnet-4", "chosen_model": "gpt-4o",

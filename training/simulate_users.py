@@ -364,10 +364,11 @@ def run(cfg: DictConfig) -> dict:
               "budget": {"users": len(make_users(sim, taste, int(sim.users_per_type), "u", 0)),
                          "interactions_per_user": int(sim.interactions)},
               "phases": sums, "ab": ab}
-    (out / "summary.json").write_text(json.dumps(result, indent=1, default=float))
     mlflow.set_tracking_uri(str(cfg.tracking.tracking_uri))
     mlflow.set_experiment(str(sim.mlflow_experiment))
     with mlflow.start_run(run_name="simulated-users") as mrun:
+        result["mlflow_run_id"] = mrun.info.run_id
+        (out / "summary.json").write_text(json.dumps(result, indent=1, default=float))
         mlflow.log_params({"users_per_type": sim.users_per_type, "interactions": sim.interactions,
                            "window": sim.window, "seed": sim.seed, "challenger": sim.challenger})
         for n, s in sums.items():
@@ -381,7 +382,6 @@ def run(cfg: DictConfig) -> dict:
             mlflow.log_artifact(str(p), "plots")
         mlflow.log_artifact(str(out / "interactions.csv"))
         mlflow.log_artifact(str(out / "summary.json"))
-        result["mlflow_run_id"] = mrun.info.run_id
     print(f"\nlogged to MLflow run {result['mlflow_run_id']} (experiment {sim.mlflow_experiment}); files in {out}")
     return result
 

@@ -52,9 +52,12 @@ CREATE TABLE IF NOT EXISTS decisions (
     task           TEXT,
     tier           INTEGER,
     payload        TEXT,                 -- the full Decision as JSON
-    arm            TEXT                  -- champion | challenger (A/B arm that served it)
+    requested      TEXT,                 -- what the client asked for: 'auto' or the model it picked (a lock)
+    arm            TEXT                  -- the A/B arm that decided: 'champion' or 'challenger'
 );
 """
+#: columns added to `decisions` after its first release (added to older logs on open)
+DECISIONS_ADDED = {"requested": "TEXT", "arm": "TEXT"}
 
 # Decisions a challenger made in shadow for a served decision (scored and logged, not served).
 SHADOW_DDL = """

@@ -60,7 +60,7 @@ class Tier4Settings:
     override_weight: float = 1.0
     regenerate_weight: float = 0.5
     rating_weight: float = 0.5
-    prior_global: float = 2.0       # prior precision of the population's terms
+    prior_global: float = 1.0       # prior precision of the population's terms (agreeing users move it)
     prior_org: float = 2.0          # ... of an organisation's deviation from the population
     prior_user: float = 1.0         # ... of a user's deviation from their organisation
     task_prior_factor: float = 1.0  # task-specific terms: the level's precision times this
@@ -121,11 +121,17 @@ class Tier4Model(UserPreference):
         adjust = np.clip(s.scale * logits, -s.max_boost, s.max_boost)
         if isinstance(self.parent, StaticUserPreference):
             adjust = np.clip(adjust + self.parent.adjust(user_id, org_id, models, task), -s.max_boost, s.max_boost)
-        source = []
+        source = []   # the most specific level carrying at least a quarter of the preference, in its direction
         for j in range(len(models)):
-            contrib = {lv: float(v[j]) for lv, v in per.items()}
-            top = max(contrib, key=lambda lv: abs(contrib[lv])) if contrib else ""
-            source.append(top if top and abs(contrib[top]) > 1e-9 else "")
+            total = float(logits[j])
+            pick = ""
+            if abs(total) > 1e-9:
+                for lv in ("user", "org", "global"):
+                    part = float(per[lv][j]) if lv in per else 0.0
+                    if part * total > 0 and abs(part) >= 0.25 * abs(total):
+                        pick = lv
+                        break
+            source.append(pick)
         return Tier4View(adjust=adjust, logits=logits, source=source, rule_margin=s.rule_margin)
 
     def to_json(self) -> dict:
