@@ -168,11 +168,14 @@ class AutoRoute:
             if "challenger" in arms:
                 return await self.decide_split(requests, arms)
         results = await self.decide_champion(requests)
-        if self.challenger is not None and self.ab_mode == "shadow":
-            served = [(r, d) for r, d in zip(requests, results) if isinstance(d, Decision)]
-            if served:
-                asyncio.get_running_loop().create_task(self.shadow(served))
+        self.shadow_later(list(zip(requests, results)))
         return results
+
+    def shadow_later(self, pairs: list) -> None:
+        """In shadow mode, let the challenger decide the served requests after the response."""
+        served = [(r, d) for r, d in pairs if isinstance(d, Decision)]
+        if self.challenger is not None and self.ab_mode == "shadow" and served:
+            asyncio.get_running_loop().create_task(self.shadow(served))
 
     def arm_for(self, req: Request) -> str:
         """The arm that serves `req`: the challenger only in an A/B split."""
@@ -402,6 +405,7 @@ class AutoRoute:
             "reason": decision.reason + f"; served by {self.catalog.cards[served].display_name} after "
                                         f"{decision.selected_model} failed ({attempts[0].error})"})
         self.record(served_decision, req, decision.latency_ms / 1000, self.arm_for(req))
+        self.shadow_later([(req, served_decision)])
         headers = decision_headers(decision, served, attempts)
         field = decision_field(decision, served, attempts)
         if not body.stream:
