@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -164,7 +164,6 @@ class _Obs:
     w: float
     user_id: str | None = None
     org_id: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def observations(events: pd.DataFrame, settings: Tier4Settings, now: float | None = None) -> list[_Obs]:
@@ -267,7 +266,8 @@ def fit_tier4(events: pd.DataFrame, settings: Tier4Settings | None = None, level
         grad = X.T @ (w * (p - y)) + rho * theta
         return nll, grad
 
-    res = minimize(loss, np.zeros(len(cols)), jac=True, method="L-BFGS-B", options={"maxiter": s.max_iter})
+    res = minimize(loss, np.zeros(len(cols)), jac=True, method="L-BFGS-B",
+                   options={"maxiter": s.max_iter, "ftol": 1e-7, "gtol": 1e-4})
     table: dict[str, dict[str, dict[str, float]]] = {}
     for (key, task, model), j in cols.items():
         v = float(res.x[j])
