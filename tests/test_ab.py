@@ -4,8 +4,10 @@ an A/B split (the challenger learned a population preference from feedback)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 
 import httpx
 import pandas as pd
@@ -70,10 +72,10 @@ def test_report_counts_each_arm_and_the_shadow(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ab_server(tiny_run, tmp_path_factory):
+def servers(tiny_run, tmp_path_factory):
     """The tiny champion, and as challenger the same bundle whose Tier 4 was fit on
     logged feedback where many users switched coding answers to GPT-4o-mini."""
-    from serving_support import serving_overrides, start_server
+    from serving_support import serving_overrides, start_server, wait_ready
 
     tmp = tmp_path_factory.mktemp("ab")
     script = f"""
@@ -90,12 +92,26 @@ print(export_to_bentoml({str(tmp / 'challenger')!r}, "autoroute-challenger"))
     env = {**os.environ, "BENTOML_HOME": str(tiny_run["bentoml_home"])}
     proc = subprocess.run([PY, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    overrides = serving_overrides(tmp, keys=False, extra=[
-        "serving.on_model_error=refuse", "serving.runtime=torch", "serving.challenger.model=autoroute-challenger:latest",
-        "serving.challenger.mode=ab", "serving.challenger.ab_share=0.5", "serving.challenger.salt=test"])
-    server = start_server(tmp, overrides, bentoml_home=tiny_run["bentoml_home"], timeout=300)
-    yield server
-    server.stop()
+    servers = {}
+    for mode in ("ab", "shadow"):     # started together, waited for together
+        (tmp / mode).mkdir()
+        overrides = serving_overrides(tmp / mode, keys=False, extra=[
+            "serving.on_model_error=refuse", "serving.runtime=torch",
+            "serving.challenger.model=autoroute-challenger:latest", f"serving.challenger.mode={mode}",
+            "serving.challenger.ab_share=0.5", "serving.challenger.salt=test"])
+        servers[mode] = start_server(tmp / mode, overrides, bentoml_home=tiny_run["bentoml_home"], wait=False)
+    try:
+        for server in servers.values():
+            wait_ready(server, 300)
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def ab_server(servers):
+    return servers["ab"]
 
 
 def test_ab_split_serves_each_user_from_one_arm_and_reports_both(ab_server):
@@ -125,10 +141,39 @@ def test_ab_split_serves_each_user_from_one_arm_and_reports_both(ab_server):
         reason = c.post("/route", json={"messages": [{"role": "user", "content": code}], "space": {"type": "coding"},
                                         "user_id": next(u for u, a in arms.items() if a == "challenger")}).json()["reason"]
         assert "users usually switch to GPT-4o-mini for coding" in reason
-    import time
     time.sleep(0.5)
-    log = pd.read_sql_query("SELECT user_id, arm FROM decisions", __import__("sqlite3").connect(ab_server.db))
+    log = pd.read_sql_query("SELECT user_id, arm FROM decisions", sqlite3.connect(ab_server.db))
     assert all(arm == arms[u] for u, arm in zip(log["user_id"], log["arm"]) if u in arms)
     r = report(ab_server.db)
     assert set(r["arms"]) == {"champion", "challenger"}
     assert r["arms"]["champion"]["override_rate"] > r["arms"]["challenger"]["override_rate"] == 0.0
+
+
+def test_shadow_challenger_decides_every_request_but_never_serves(servers):
+    server = servers["shadow"]
+    code = "Write a Python function that parses a CSV file"
+    served = []
+    with httpx.Client(base_url=server.url, timeout=60, trust_env=False) as c:
+        for i in range(6):
+            d = c.post("/route", json={"messages": [{"role": "user", "content": code}], "user_id": f"s-{i}",
+                                       "space": {"type": "coding"}}).json()
+            assert d["selected_model"] == "claude-sonnet-4"          # the champion answers everyone
+            served.append(d["decision_id"])
+        c.post("/feedback", json={"decision_id": served[0], "event": "override", "chosen_model": "gpt-4o-mini"})
+        deadline = time.monotonic() + 20
+        while 'autoroute_shadow_decisions_total{agree="false"} 6.0' not in c.get("/metrics").text:
+            assert time.monotonic() < deadline, "the shadow decisions were not counted"
+            time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while True:
+        rows = sqlite3.connect(server.db).execute("SELECT decision_id, selected_model, arm FROM shadow_decisions").fetchall()
+        if len(rows) == 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert sorted(r[0] for r in rows) == sorted(served)
+    assert {r[1] for r in rows} == {"gpt-4o-mini"} and {r[2] for r in rows} == {"challenger"}
+    arms = {r[0] for r in sqlite3.connect(server.db).execute("SELECT arm FROM decisions")}
+    assert arms == {"champion"}
+    sh = report(server.db)["shadow"]
+    assert sh["decisions"] == 6 and sh["agrees_with_served"] == 0.0
+    assert sh["challenger_matches_final_choice"] == pytest.approx(1 / 6)
