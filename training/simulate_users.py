@@ -136,6 +136,25 @@ def load_prompts(processed: Path, tasks: set[str], max_chars: int) -> dict[str, 
 
 
 # ------------------------------------------------------------- interacting
+def _post(client: httpx.Client, path: str, body: dict, tries: int = 4) -> dict:
+    """POST with the patience of a real client: an overloaded service (503 / 429,
+    honouring Retry-After) or a timeout is retried with backoff; anything else raises."""
+    for attempt in range(tries):
+        try:
+            r = client.post(path, json=body)
+        except httpx.TimeoutException:
+            if attempt == tries - 1:
+                raise
+            time.sleep(2.0 ** attempt)
+            continue
+        if r.status_code in (429, 503) and attempt < tries - 1:
+            time.sleep(float(r.headers.get("retry-after") or 2.0 ** attempt))
+            continue
+        r.raise_for_status()
+        return r.json()
+    raise RuntimeError(f"{path}: no answer after {tries} tries")
+
+
 def interact(url: str, users: list[User], prompts: dict[str, list[str]], steps: int, sim: DictConfig,
              catalog: Catalog, phase: str, offset: int = 0) -> list[dict]:
     """Each step, every user sends one request and reacts to the decision."""
@@ -154,10 +173,8 @@ def interact(url: str, users: list[User], prompts: dict[str, list[str]], steps: 
                 if u.space and rng.random() < sim.space_p:
                     body["space"] = {"type": u.space}
                 t0 = time.perf_counter()
-                r = client.post("/route", json=body)
+                d = _post(client, "/route", body)
                 ms = (time.perf_counter() - t0) * 1000
-                r.raise_for_status()
-                d = r.json()
                 routed = d["selected_model"]
                 final, event = routed, None
                 if routed not in u.taste.accept:
@@ -171,8 +188,7 @@ def interact(url: str, users: list[User], prompts: dict[str, list[str]], steps: 
                     fb = {"decision_id": d["decision_id"], "event": "rating",
                           "rating": 5 if routed == u.taste.prefer else 4}
                 if event:
-                    f = client.post("/feedback", json=fb)
-                    f.raise_for_status()
+                    _post(client, "/feedback", fb)
                 tokens = int(d.get("estimated_tokens") or 0)
                 rows.append({
                     "phase": phase, "step": offset + step, "user_id": u.user_id, "kind": u.taste.kind,
