@@ -269,6 +269,8 @@ def _plots(curves: dict[str, pd.DataFrame], target: float, out: Path, summaries:
 def serve(tmp: Path, home: Path, extra: list[str], refresh_s: float):
     from serving.launch import start_server
     tmp.mkdir(parents=True, exist_ok=True)
+    for old in tmp.glob("log.sqlite*"):   # every phase starts from an empty log
+        old.unlink()
     overrides = ["serving.on_model_error=refuse", f"serving.log.db={tmp / 'log.sqlite'}",
                  f"serving.tier4.refresh_s={refresh_s}", *extra]
     return start_server(tmp, overrides, bentoml_home=home, timeout=300.0)
