@@ -21,6 +21,7 @@ OFF = ["routellm_mmlu", "llmrouter", "alpaca_eval", "arena_hard", "codealpaca", 
 
 def fixture_config(tmp: Path, shared: Path | None = None, extra: tuple[str, ...] = ()):
     overrides = [f"paths.shared_data={shared or FIXTURES / 'shared_data'}", f"paths.data={tmp / 'data'}",
+                 f"paths.priors={tmp / 'priors.yaml'}",
                  f"paths.authored={FIXTURES / 'authored'}",
                  *(f"data.sources.{s}.enabled=false" for s in OFF),
                  "data.sources.routerbench.benchmarks=[mbpp]", "data.max_malformed_fraction=0.5",

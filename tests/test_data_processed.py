@@ -62,3 +62,29 @@ def test_card_counts_match_manifest(data):
             assert re.search(rf"\| {kind} \| {split} \| {info['rows']} \|", card), (kind, split)
     for split in ("train", "validation", "test"):
         assert len(data["prompts"][split]) == data["manifest"]["outputs"]["prompts"][split]["rows"]
+
+
+def test_modern_splits_on_the_real_data(data):
+    o = pd.read_parquet(PROCESSED / "outcomes.parquet", columns=["prompt", "source", "subject", "split", "dup_group"])
+    swe = o[o["source"] == "swebench_verified"]
+    assert len(swe) and (swe.groupby("subject")["split"].nunique() == 1).all()
+    assert set(swe["split"]) == {"train", "validation", "test"}
+    gsm = o[o["source"] == "zeroeval_gsm8k"]
+    assert len(gsm) and set(gsm["split"]) == {"test"}
+    train = o[o["split"] == "train"]
+    assert not set(gsm["dup_group"]) & set(train["dup_group"])
+    assert not set(gsm["prompt"].map(normalize_text)) & set(data["prompts"]["train"]["prompt"].map(normalize_text))
+
+
+def test_committed_priors_are_what_the_data_gives():
+    """conf/catalog/priors.yaml is a DVC output: it must match a fresh computation."""
+    import yaml
+
+    from autoroute.priors import compute
+
+    cfg = load_config()
+    ratings = pd.read_parquet(PROCESSED / "arena_ratings.parquet")
+    fresh = compute(Catalog.from_config({"models": cfg.catalog.models}), ratings,
+                    dict(cfg.data.priors))
+    committed = yaml.safe_load(Path(cfg.paths.priors).read_text())["priors"]
+    assert committed == fresh

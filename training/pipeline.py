@@ -16,7 +16,7 @@ from autoroute.catalog import Catalog
 from autoroute.classifier import ClassifierConfig, TaskClassifier
 from autoroute.embeddings import EmbeddingCache, Encoder, EncoderConfig
 from autoroute.preference import PreferenceConfig
-from autoroute.scoring import catalog_prior
+from autoroute.scoring import prior_quality
 from autoroute.types import RoutingError
 
 from training import report as R
@@ -52,12 +52,12 @@ def check_config(cfg: DictConfig, catalog: Catalog, ev: routing.EvalConfig, data
 
 
 def model_priors(catalog: Catalog, models) -> dict[str, float]:
-    """Catalog prior quality for data models the catalog knows with capabilities."""
+    """Measured prior quality (mean over tasks) for data models whose card has priors."""
     out = {}
     for m in models:
         cid = catalog.try_resolve(m)
-        if cid and catalog.cards[cid].capabilities:
-            out[m] = float(catalog_prior(catalog, [cid], None)[0])
+        if cid and catalog.cards[cid].priors:
+            out[m] = float(prior_quality(catalog, [cid], None)[0][0])
     return out
 
 

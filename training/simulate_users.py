@@ -158,7 +158,7 @@ def _post(client: httpx.Client, path: str, body: dict, tries: int = 4) -> dict:
 def interact(url: str, users: list[User], prompts: dict[str, list[str]], steps: int, sim: DictConfig,
              catalog: Catalog, phase: str, offset: int = 0) -> list[dict]:
     """Each step, every user sends one request and reacts to the decision."""
-    strongest = max(catalog.offered, key=lambda m: np.mean(list(catalog.cards[m].capabilities.values()) or [0]))
+    strongest = most_capable(catalog)
     rows = []
     with httpx.Client(base_url=url, timeout=60.0, trust_env=False) as client:
         for step in range(steps):
@@ -200,6 +200,13 @@ def interact(url: str, users: list[User], prompts: dict[str, list[str]], steps: 
                     "quality_routed": u.taste.quality.get(routed, np.nan),
                     "quality_preferred": u.taste.quality[u.taste.prefer]})
     return rows
+
+
+def most_capable(catalog: Catalog) -> str:
+    """The offered model with the best measured prior quality over all tasks."""
+    from autoroute.scoring import prior_quality
+    q, _ = prior_quality(catalog, catalog.offered, None)
+    return catalog.offered[int(np.argmax(q))]
 
 
 def _cost(catalog: Catalog, model: str, tokens_in: int, tokens_out: int = 500) -> float:

@@ -1,6 +1,11 @@
-"""The model catalog: one card per model (ids, aliases, prices, limits,
-capabilities) and the one alias table every part of the project resolves
-model names through."""
+"""The model catalog: one card per model (ids, aliases, prices, limits, the
+evidence its quality prior comes from, the measured priors) and the one alias
+table every part of the project resolves model names through.
+
+A spelling whose meaning depends on the source (``deepseek-chat`` was DeepSeek
+V2.5 in 2024 results and is V3 today) is written source-qualified,
+``<source>:<spelling>`` (e.g. ``zeroeval:deepseek-chat``), and
+`resolve_in(source, name)` tries that form first."""
 from __future__ import annotations
 
 import fnmatch
@@ -22,6 +27,38 @@ class Price:
         return self.input is not None and self.output is not None
 
 
+PRIOR_SOURCES = ("measured", "proxy", "family")
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Prior quality for one task: P(win) against the reference model, with its interval.
+
+    source: measured (Arena ratings of this model), proxy (of an earlier or
+    related version), family (pooled over the family's measured models)."""
+    p: float
+    lo: float
+    hi: float
+    source: str
+    evidence: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.source not in PRIOR_SOURCES:
+            raise ValueError(f"prior source {self.source!r} is not one of {PRIOR_SOURCES}")
+        if not 0.0 <= self.lo <= self.p <= self.hi <= 1.0:
+            raise ValueError(f"prior needs 0 <= lo <= p <= hi <= 1, got {self.lo}, {self.p}, {self.hi}")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a product card's quality prior rests on: `same` = catalog ids whose data
+    rows ARE this model, `proxies` = earlier (or related) versions, nearest first,
+    `family` = models pooled for a family prior when nothing else exists."""
+    same: tuple[str, ...] = ()
+    proxies: tuple[str, ...] = ()
+    family: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class ModelCard:
     id: str
@@ -34,7 +71,8 @@ class ModelCard:
     speed: float = 0.0
     vision: bool = False
     tools: bool = False
-    capabilities: Mapping[str, float] = field(default_factory=dict)
+    evidence: Evidence = field(default_factory=Evidence)
+    priors: Mapping[str, Prior] = field(default_factory=dict)   # task -> prior (conf/catalog/priors.yaml)
 
     def estimate_cost(self, input_tokens: int, output_tokens: int) -> float | None:
         if not self.price.known:
@@ -68,10 +106,12 @@ class Catalog:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Catalog":
-        """Build from the `catalog` config node: ``{models: {id: {...card...}}}``."""
+        """Build from the `catalog` config node: ``{models: {id: {...card...}}, priors: {...}}``
+        (`priors` is the derived file conf/catalog/priors.yaml; optional)."""
         models = cfg.get("models") if hasattr(cfg, "get") else None
         if not models:
             raise ValueError("catalog config has no `models`")
+        priors = dict((cfg.get("priors") or {}).get("models") or {})
         cards = []
         for model_id, spec in models.items():
             spec = dict(spec)
@@ -88,12 +128,21 @@ class Catalog:
                     speed=float(spec.pop("speed", 0) or 0),
                     vision=bool(spec.pop("vision", False)),
                     tools=bool(spec.pop("tools", False)),
-                    capabilities={str(k): float(v) for k, v in dict(spec.pop("capabilities", None) or {}).items()},
+                    evidence=Evidence(**{k: tuple(str(m) for m in v or ())
+                                         for k, v in dict(spec.pop("evidence", None) or {}).items()}),
+                    priors={str(t): Prior(p=float(v["p"]), lo=float(v["lo"]), hi=float(v["hi"]),
+                                          source=str(v["source"]), evidence=tuple(v.get("evidence") or ()))
+                            for t, v in dict(priors.pop(str(model_id), None) or {}).items()},
                 ))
-            except TypeError as err:
+            except (TypeError, KeyError) as err:
                 raise ValueError(f"catalog: model {model_id!r}: {err}") from err
+            if "capabilities" in spec:
+                raise ValueError(f"catalog: model {model_id!r}: hand-typed `capabilities` are gone; quality priors "
+                                 "are measured (conf/catalog/priors.yaml, DVC stage `priors`)")
             if spec:
                 raise ValueError(f"catalog: model {model_id!r} has unknown fields {sorted(spec)}")
+        if priors:
+            raise ValueError(f"catalog: priors for models not in the catalog: {sorted(priors)}")
         return cls(cards)
 
     def __contains__(self, name: str) -> bool:
@@ -122,6 +171,10 @@ class Catalog:
 
     def try_resolve(self, name: str) -> str | None:
         return self._by_name.get(_norm(name))
+
+    def resolve_in(self, source: str, name: str) -> str | None:
+        """Id of `name` as spelled by `source`: the qualified alias ``source:name`` first."""
+        return self._by_name.get(_norm(f"{source}:{name}")) or self._by_name.get(_norm(name))
 
     def match(self, patterns: Iterable[str], *, strict: bool = True, offered_wildcards: bool = False) -> list[str]:
         """Ids matched by ids, aliases or wildcards (``anthropic/*``, ``gpt-4o*``), in catalog order.

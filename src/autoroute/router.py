@@ -18,7 +18,8 @@ from autoroute.types import TASK_LABELS, TASKS, Alternative, Decision, Request, 
 
 TIER_NAMES = {1: "context rules", 2: "fast signals", 3: "learned", 4: "user preference"}
 SOURCE_LABELS = {"measured_prior": "measured prior (Arena ratings)", "proxy_prior": "prior from an earlier version",
-                 "family_prior": "family prior (no evidence for this model yet)", "catalog": "catalog prior"}
+                 "family_prior": "family prior (no evidence for this model yet)",
+                 "default": "default prior (no evidence for this model)"}
 
 
 @dataclass

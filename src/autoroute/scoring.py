@@ -104,22 +104,27 @@ class StaticUserPreference(UserPreference):
         return Tier4View(np.clip(out, -self.max_boost, self.max_boost), np.zeros(len(models)), [""] * len(models))
 
 
-def prior_quality(catalog: Catalog, models: Sequence[str], task: str | None) -> tuple[np.ndarray, list[str]]:
+def prior_quality(catalog: Catalog, models: Sequence[str], task: str | None,
+                  default: float = 0.5) -> tuple[np.ndarray, list[str]]:
     """The quality every candidate gets when the learned tiers do not score it,
-    and where that number comes from (one entry per model)."""
-    return catalog_prior(catalog, models, task), ["catalog"] * len(models)
+    and where that number comes from (one entry per model).
 
-
-def catalog_prior(catalog: Catalog, models: Sequence[str], task: str | None,
-                  default: float = 0.7) -> np.ndarray:
-    """Quality prior in [0, 1] from the cards' capability scores for `task`
-    (the mean over tasks when the task is unknown)."""
-    out = np.empty(len(models))
+    A card's measured prior for `task` (conf/catalog/priors.yaml: P(win) against
+    the reference model) with source ``measured_prior`` / ``proxy_prior`` /
+    ``family_prior``; with no task, the mean over tasks (the weakest source of
+    the ones averaged); a card without priors gets `default` (``default``)."""
+    out, sources = np.empty(len(models)), []
+    rank = {"measured": 0, "proxy": 1, "family": 2}
     for i, m in enumerate(models):
-        caps = catalog.cards[m].capabilities
-        if task and task in caps:
-            out[i] = caps[task] / 100.0
+        priors = catalog.cards[m].priors
+        if task in priors:
+            out[i], src = priors[task].p, priors[task].source
+        elif priors:
+            vals = [priors[t] for t in TASKS if t in priors]
+            out[i] = sum(v.p for v in vals) / len(vals)
+            src = max((v.source for v in vals), key=rank.__getitem__)
         else:
-            vals = [caps[t] for t in TASKS if t in caps]
-            out[i] = (sum(vals) / len(vals) / 100.0) if vals else default
-    return out
+            out[i], sources = default, sources + ["default"]
+            continue
+        sources.append(f"{src}_prior")
+    return out, sources

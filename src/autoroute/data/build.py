@@ -4,8 +4,10 @@
 
 One near-duplicate grouping (MinHash) covers every prompt of every kind, and
 one evaluation set of groups is built in this order:
-1. fixed evaluation data: outcome test/eval rows (RouterBench and LLMRouter
-   test files, RouteLLM MMLU/GSM8K) and the classifier's held-out sources;
+1. fixed evaluation data: outcome validation/test/eval rows (RouterBench and
+   LLMRouter test files, RouteLLM MMLU/GSM8K, ZeroEval GSM8K, the held-out
+   SWE-bench repositories and ZeroEval groups: `modern.assign_splits`) and the
+   classifier's held-out sources;
 2. classifier validation: a seeded share of the remaining prompt groups, taken
    only from groups no preference data uses;
 3. comparison test: comparisons whose prompt is already evaluation data, plus
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from autoroute.data import modern
 from autoroute.data.dedup import near_duplicate_groups, stable_hash
 from autoroute.data.io import data_params, read_json, stage_config, write_json, write_table
 from autoroute.data.normalize import Drops
@@ -33,6 +36,7 @@ COMPARISON_COLS = ["prompt_id", "prompt", "model_a", "model_b", "winner", "prefe
 OUTCOME_COLS = ["prompt_id", "prompt", "model", "score", "cost", "source", "benchmark", "subject", "split", "fold",
                 "dup_group"]
 EVAL_SPLITS = ("validation", "test", "eval")
+OUTCOME_SPLITS = ("train", "validation", "test", "eval")
 
 
 def group_prompts(tables: list[pd.DataFrame], nd: dict) -> dict[str, str]:
@@ -94,6 +98,7 @@ def run(cfg: DictConfig) -> dict:
     prompts = pd.read_parquet(interim / "prompts.parquet")
     comparisons = pd.read_parquet(interim / "comparisons.parquet")
     outcomes = pd.read_parquet(interim / "outcomes.parquet")
+    ratings = pd.read_parquet(interim / "arena_ratings.parquet")
     drops = Drops()
 
     groups = group_prompts([prompts, comparisons, outcomes], params["near_dup"])
@@ -101,7 +106,8 @@ def run(cfg: DictConfig) -> dict:
         df["dup_group"] = df["prompt_id"].map(groups)
 
     # 1. fixed evaluation data
-    evaluation = set(outcomes.loc[outcomes["split"].isin(["test", "eval"]), "dup_group"])
+    outcomes = modern.assign_splits(outcomes, params["modern"], seed)
+    evaluation = set(outcomes.loc[outcomes["split"].isin(EVAL_SPLITS), "dup_group"])
     pp = params["prompts"]
     held = set(pp["test_groups"]) | authored_test_groups(prompts, float(pp["authored_test_fraction"]), seed)
     prompts["split"] = np.where(prompts["group"].isin(held), "test", "train")
@@ -158,6 +164,7 @@ def run(cfg: DictConfig) -> dict:
                 processed / "comparisons.parquet")
     write_table(outcomes.sort_values(["source", "split", "prompt_id", "model"])[OUTCOME_COLS],
                 processed / "outcomes.parquet")
+    write_table(ratings, processed / "arena_ratings.parquet")
 
     normalize_report = read_json(interim / "normalize_report.json")
     dropped = normalize_report["dropped"] | drops.to_dict()
@@ -181,8 +188,11 @@ def run(cfg: DictConfig) -> dict:
             "outcomes": {s: {"rows": int((outcomes["split"] == s).sum()),
                              "prompts": int(outcomes.loc[outcomes["split"] == s, "prompt_id"].nunique()),
                              "by_source": _counts(outcomes[outcomes["split"] == s], "source")}
-                         for s in ("train", "test", "eval")},
+                         for s in OUTCOME_SPLITS},
         },
+        "modern_splits": modern.split_summary(outcomes),
+        "arena_ratings": {"rows": len(ratings), "models": int(ratings["model"].nunique()),
+                          "categories": int(ratings["category"].nunique())},
         "authored_by_task": {s: _counts(prompts[(prompts["split"] == s) & (prompts["source"] == "authored")], "task")
                              for s in ("train", "validation", "test")},
         "models": sorted(set(comparisons["model_a"]) | set(comparisons["model_b"]) | set(outcomes["model"])),

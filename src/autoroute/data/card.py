@@ -11,8 +11,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+import yaml
+
 from autoroute.data.io import read_json, stage_config
 from autoroute.data.taxonomy import mapping_tables
+from autoroute.priors import TASK_CATEGORIES
 from autoroute.types import TASKS
 
 LICENCES = {
@@ -32,13 +35,20 @@ LICENCES = {
     "translation": ("prompts/translation", "google/wmt-mqm-human-evaluation@7fadea28", "Apache-2.0"),
     "alpaca_seed": ("prompts/alpaca_seed", "tatsu-lab/stanford_alpaca@761dc5bf", "CC BY-NC 4.0 (non-commercial)"),
     "authored": ("data/authored", "written by this project", "project licence"),
+    "swebench_verified": ("modern", "SWE-bench/swe-bench.github.io leaderboards.json blob 724fb0e5 (bash-only); "
+                          "prompts: gruckion/mini-swe-agent@d12a71af",
+                          "outcomes CC BY-NC 4.0 (non-commercial); prompts MIT"),
+    "zeroeval": ("modern", "WildEval/ZeroEval@8c1485ed", "Apache-2.0"),
+    "arena_ratings": ("modern", "lmarena/arena-catalog@c9558b60 leaderboard-text.json (2025-12-17)",
+                      "no licence file (public leaderboard figures)"),
 }
 TABLE_OWNER = {"routellm_mmlu_contaminated": "routellm_mmlu", "routellm_gsm8k_contaminated": "routellm_gsm8k",
                "routerbench_arc_challenge": "routerbench", "routerbench_mbpp": "routerbench",
                "routerbench_winogrande": "routerbench", "llmrouter_query": "llmrouter",
                "llmrouter_dcrouter": "llmrouter", "llmrouter_candidates": "llmrouter",
                "alpaca_eval_instructions": "alpaca_eval", "arena_rated": "arena", "arena_hard_v01": "arena_hard",
-               "arena_hard_v2": "arena_hard"}
+               "arena_hard_v2": "arena_hard", "swebench_verified_prompts": "swebench_verified",
+               "zeroeval_prompts": "zeroeval"}
 
 INTRO = """# Data card
 
@@ -59,7 +69,8 @@ user statistics) -> `card` (this file). Parameters: `conf/data/default.yaml`.
 |---|---|
 | `prompts/{{train,validation,test}}.parquet` | prompt_id, prompt, task, source, source_label, group, dup_group |
 | `comparisons.parquet` | prompt_id, prompt, model_a, model_b (catalog ids), winner (model_a/model_b/tie/tie_bothbad, null when only soft), preference = P(model_a beats model_b), source, split, dup_group |
-| `outcomes.parquet` | prompt_id, prompt, model (catalog id), score in [0, 1], cost (USD, null when unknown), source, benchmark, subject, split (train/test/eval), fold (0-4 for split=eval), dup_group |
+| `outcomes.parquet` | prompt_id, prompt, model (catalog id), score in [0, 1], cost (USD, null when unknown; SWE-bench: the whole agent run), source, benchmark, subject (SWE-bench: repository owner/name), split (train/validation/test/eval), fold (0-4 for split=eval), dup_group |
+| `arena_ratings.parquet` | model (catalog id), source_name (Arena spelling), category, rating, q025, q975 (Chatbot Arena Bradley-Terry rating and 95% interval) |
 | `feedback_comparisons.parquet`, `user_stats.parquet` | from the service's feedback log (`autoroute.feedback`) |
 | `manifest.json` | counts per output, split and source; rows dropped by reason; malformed rows with file and line |
 
@@ -71,7 +82,9 @@ user statistics) -> `card` (this file). Parameters: `conf/data/default.yaml`.
 - One near-duplicate grouping covers every prompt of every output: MinHash
   (128 permutations, word 3-grams, LSH 32 bands) with estimated Jaccard >=
   {jaccard}; RouterBench's 5-shot prompts are compared on their final question.
-- Evaluation data: outcomes `test` (RouterBench and LLMRouter test files) and
+- Evaluation data: outcomes `validation` / `test` (RouterBench and LLMRouter
+  test files, the held-out SWE-bench repositories and ZeroEval groups, all of
+  ZeroEval GSM8K) and
   `eval` (RouteLLM MMLU and GSM8K, RouteLLM's contaminated prompts removed,
   folds 0-4 by near-duplicate group), the classifier `test` (whole held-out
   sources: {test_groups}; for authored tasks {authored_frac:.0%} of each
@@ -97,7 +110,7 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(manifest: dict, feedback: dict | None) -> str:
+def render(manifest: dict, feedback: dict | None, priors_path: Path | None = None, catalog_cfg=None) -> str:
     p = manifest["params"]
     out = [INTRO.format(jaccard=p["near_dup"]["jaccard"], test_groups=", ".join(p["prompts"]["test_groups"]),
                         authored_frac=p["prompts"]["authored_test_fraction"],
@@ -134,6 +147,7 @@ def render(manifest: dict, feedback: dict | None) -> str:
     out.append("\nNot used: `alpaca_eval/leaderboard.csv` (aggregate win rates), "
                "`prompts/gsm8k/test_socratic.jsonl` (the test questions again).\n")
 
+    out.append(_modern(manifest))
     out.append("\n## Rows dropped, by reason\n\n")
     out.append(_table(["reason", "by source"],
                       [[r, ", ".join(f"{s} {n}" for s, n in by.items())] for r, by in manifest["dropped"].items()]))
@@ -177,7 +191,78 @@ def render(manifest: dict, feedback: dict | None) -> str:
                f"{nd['texts_in_multi_member_groups']} prompts share a group with another; largest group "
                f"{nd['largest_group']}.\n")
     out.append(f"\n## Models\n\n{len(manifest['models'])} catalog ids appear in comparisons and outcomes; every "
-               "source spelling resolves through the aliases in `conf/catalog/benchmark.yaml`.\n")
+               "source spelling resolves through the aliases in `conf/catalog/*.yaml` (a spelling whose meaning "
+               "depends on the source is written `<source>:<spelling>`, e.g. `zeroeval:deepseek-chat`).\n")
+    if priors_path is not None:
+        out.append(_priors(priors_path))
+    if catalog_cfg is not None:
+        out.append(_evidence(catalog_cfg))
+    return "".join(out)
+
+
+def _modern(manifest: dict) -> str:
+    """The product models' data: SWE-bench repository splits, ZeroEval, Arena ratings."""
+    m = manifest["params"]["modern"]
+    out = ["\n## The product's models (`modern/`)\n\n"
+           "Per-prompt outcomes of current commercial models (`autoroute.data.modern`). Every source "
+           "spelling resolves through the one alias table (`conf/catalog/*.yaml`); an older version of a "
+           "product model keeps its own id (Claude 3.5 Sonnet is not Claude Sonnet 4).\n\n"
+           "- **SWE-bench Verified** (bash-only): `score` = resolved 0/1, `cost` = the real dollar cost of "
+           "the run, prompt = the issue text. Split **by repository**, no repository in two splits "
+           "(`data.modern.swebench.repository_splits`). Left out as suspect: "
+           f"{', '.join(m['swebench']['drop_models'])} (its rows resolve far fewer issues than its published "
+           "score; counted under `suspect_model_rows`). Licence CC BY-NC 4.0: research training and "
+           "evaluation only.\n"
+           f"- **ZeroEval**: GSM8K questions are RouteLLM's GSM8K evaluation questions: benchmark `gsm8k`, "
+           f"split `{m['zeroeval']['gsm8k_split']}` only, so the decontamination and leave-one-benchmark-out "
+           "rules keep them out of training. MATH level 5 and CRUXEval: seeded shares of near-duplicate "
+           f"groups (validation {m['zeroeval']['split_fractions']['validation']:.0%}, test "
+           f"{m['zeroeval']['split_fractions']['test']:.0%}); CRUXEval prompts are compared on their code "
+           "block (they share a long instruction). `score` 0 includes answers ZeroEval could not extract.\n\n"]
+    rows = []
+    for source, splits in manifest.get("modern_splits", {}).items():
+        for split, info in splits.items():
+            extra = ", ".join(info.get("repositories", []))
+            if "mean_cost_usd" in info:
+                extra += f" (mean cost ${info['mean_cost_usd']:.3f} per run)"
+            rows.append([source, split, info["prompts"], info["models"], info["rows"], extra])
+    if rows:
+        out.append(_table(["source", "split", "prompts", "models", "rows", "repositories"], rows))
+    skipped = {k: v for k, v in manifest["skipped_sources"].items() if k.startswith("zeroeval_")}
+    for k, v in skipped.items():
+        out.append(f"\nNot usable: `{k}`: {v}.\n")
+    ar = manifest.get("arena_ratings")
+    if ar:
+        out.append(f"\n**Chatbot Arena category ratings**: {ar['rows']} rows, {ar['models']} models, "
+                   f"{ar['categories']} categories -> `arena_ratings.parquet`.\n")
+    return "".join(out)
+
+
+def _evidence(catalog_cfg) -> str:
+    from autoroute.catalog import Catalog
+
+    catalog = Catalog.from_config({"models": catalog_cfg.models})
+    rows = [[mid, ", ".join(e.same) or "-", ", ".join(e.proxies) or "-", ", ".join(e.family) or "-"]
+            for mid in catalog.offered for e in [catalog.cards[mid].evidence]]
+    return ("\nEvidence named by each product card (`conf/catalog/default.yaml`): the ids whose data ARE the "
+            "model, earlier or related versions used as proxies (nearest first), the family pooled when there is "
+            "nothing else:\n\n" + _table(["product model", "same model", "proxies", "family"], rows))
+
+
+def _priors(path: Path) -> str:
+    out = ["\n## Measured quality priors of the product models\n\n"
+           "DVC stage `priors` (`autoroute.priors`) -> `conf/catalog/priors.yaml`, which the catalog loads. "
+           "Prior = Bradley-Terry P(win) against the reference model on the Arena ratings of the task's "
+           "categories, with its 95% interval; `proxy` = from an earlier version (wider interval), `family` = "
+           "pooled over the family's measured models (widest). Task -> Arena categories:\n\n",
+           _table(["task", "Arena categories", "why"],
+                  [[t, ", ".join(f"`{c}`" for c in cats), why] for t, (cats, why) in TASK_CATEGORIES.items()])]
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    priors = (data or {}).get("priors") or {}
+    if priors.get("models"):
+        from autoroute.priors import table
+        out.append(f"\nReference: `{priors['reference']}`. p [lo, hi] per model and task:\n\n")
+        out.append(table(priors))
     return "".join(out)
 
 
@@ -191,7 +276,7 @@ def run(cfg: DictConfig) -> Path:
     fb_path = processed / "feedback_manifest.json"
     feedback = read_json(fb_path) if fb_path.exists() else None
     card = Path(cfg.paths.data) / "README.md"
-    card.write_text(render(manifest, feedback), encoding="utf-8")
+    card.write_text(render(manifest, feedback, Path(cfg.paths.priors), cfg.catalog), encoding="utf-8")
     return card
 
 

@@ -21,8 +21,6 @@ from typing import Sequence
 
 import numpy as np
 
-_PRIME = np.uint64((1 << 61) - 1)
-_MASK32 = (1 << 32) - 1
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -51,17 +49,26 @@ def shingles(text: str, n: int = 3, max_chars: int = 3000) -> np.ndarray:
     return np.unique(np.fromiter((zlib.crc32(g.encode("utf-8")) for g in grams), dtype=np.uint64))
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer (wrapping uint64 arithmetic): a well-mixed 64-bit hash."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
 def minhash_signatures(texts: Sequence[str], num_perm: int = 128, seed: int = 0,
                        max_chars: int = 3000) -> np.ndarray:
-    """(len(texts), num_perm) uint64 MinHash signatures with universal hashing mod 2^61-1."""
+    """(len(texts), num_perm) uint64 MinHash signatures: permutation k is
+    mix64(shingle XOR mask_k). (A linear hash a*x+b of 32-bit shingle hashes is
+    monotone in x for most a, so every permutation picked the same shingle and
+    unrelated texts sharing one common 3-gram looked like near-duplicates.)"""
     rng = np.random.default_rng(seed)
-    a = rng.integers(1, _MASK32, size=num_perm, dtype=np.uint64)
-    b = rng.integers(0, _MASK32, size=num_perm, dtype=np.uint64)
+    masks = rng.integers(0, np.iinfo(np.int64).max, size=num_perm, dtype=np.int64).astype(np.uint64)
     sigs = np.empty((len(texts), num_perm), dtype=np.uint64)
     for i, text in enumerate(texts):
         sh = shingles(text, max_chars=max_chars)
-        # a < 2^32 and sh < 2^32: the product fits in 64 bits
-        sigs[i] = ((np.outer(sh, a) + b) % _PRIME).min(axis=0)
+        sigs[i] = _mix64(sh[:, None] ^ masks[None, :]).min(axis=0)
     return sigs
 
 

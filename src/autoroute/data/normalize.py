@@ -7,6 +7,8 @@
   TED source sentences; one summarization template drawn per document)
 - comparisons.parquet: prompt_id, prompt, model_a, model_b, winner, preference, source
 - outcomes.parquet: prompt_id, prompt, model, score, cost, source, benchmark, subject, split
+  (modern sources: split empty here, set by `build`)
+- arena_ratings.parquet: model, source_name, category, rating, q025, q975
 Model names resolve through the catalog's alias table; an unknown name stops
 the stage. Exact duplicates are dropped and every drop is counted by reason in
 ``data/interim/normalize_report.json``.
@@ -22,6 +24,7 @@ from omegaconf import DictConfig
 
 from autoroute.catalog import Catalog
 from autoroute.data.dedup import prompt_id, stable_hash
+from autoroute.data import modern
 from autoroute.data.io import data_params, read_json, stage_config, write_json, write_table
 from autoroute.data.sources import SourceError
 from autoroute.data.taxonomy import map_label
@@ -30,7 +33,7 @@ PROMPT_SOURCES = ["authored", "arena_hard_v01", "arena_hard_v2", "codealpaca", "
                   "llmrouter_query", "self_instruct", "alpaca_seed", "summarization", "translation"]
 COMPARISON_SOURCES = ["arena", "alpaca_eval"]
 OUTCOME_SOURCES = ["routellm_mmlu", "routellm_gsm8k", "routerbench_arc_challenge", "routerbench_mbpp",
-                   "routerbench_winogrande", "llmrouter_dcrouter"]
+                   "routerbench_winogrande", "llmrouter_dcrouter", *modern.OUTCOME_SOURCES]
 
 FEW_SHOT_SOURCES = ("routerbench_arc_challenge", "routerbench_winogrande")
 
@@ -137,11 +140,14 @@ def build_prompts(raw: Path, params: dict, drops: Drops) -> pd.DataFrame:
 
 
 def _resolve(catalog: Catalog, names: pd.Series, where: str) -> pd.Series:
-    unknown = sorted({n for n in names.unique() if catalog.try_resolve(n) is None})
+    """Catalog ids of a source's model names (source-qualified aliases first)."""
+    qualifier = modern.QUALIFIERS.get(where, where)
+    ids = {n: catalog.resolve_in(qualifier, n) for n in names.unique()}
+    unknown = sorted(n for n, i in ids.items() if i is None)
     if unknown:
         raise SourceError(f"{where}: model names not in the catalog alias table "
                           f"(add them to conf/catalog/benchmark.yaml): {unknown}")
-    return names.map(catalog.resolve)
+    return names.map(ids)
 
 
 def build_comparisons(raw: Path, catalog: Catalog, drops: Drops) -> pd.DataFrame:
@@ -163,12 +169,14 @@ def build_comparisons(raw: Path, catalog: Catalog, drops: Drops) -> pd.DataFrame
     return out
 
 
-def build_outcomes(raw: Path, catalog: Catalog, drops: Drops) -> pd.DataFrame:
+def build_outcomes(raw: Path, catalog: Catalog, drops: Drops, params: dict) -> pd.DataFrame:
     frames = []
     for source in OUTCOME_SOURCES:
         df = _raw(raw, source)
         if df is None:
             continue
+        if source in modern.OUTCOME_SOURCES:
+            df = modern.prepare_outcomes(source, df, params["modern"], drops)
         df = df.assign(source=source, model=_resolve(catalog, df["model"], source))
         df.insert(0, "prompt_id", df["prompt"].map(prompt_id))
         contaminated = _raw(raw, f"{source}_contaminated")
@@ -179,7 +187,10 @@ def build_outcomes(raw: Path, catalog: Catalog, drops: Drops) -> pd.DataFrame:
         # RouterBench ARC / Winogrande prompts share their 5-shot exemplars: near-duplicate
         # detection looks at the final block (the question itself)
         few_shot = source in FEW_SHOT_SOURCES
-        df["dedup_text"] = df["prompt"].str.rsplit("\n\n", n=1).str[-1] if few_shot else df["prompt"]
+        if few_shot:
+            df["dedup_text"] = df["prompt"].str.rsplit("\n\n", n=1).str[-1]
+        elif "dedup_text" not in df:
+            df["dedup_text"] = df["prompt"]
         dup = df.duplicated(["prompt_id", "model", "split"], keep="first")
         drops.add("duplicate_outcome", source, int(dup.sum()))
         frames.append(df[~dup])
@@ -200,12 +211,15 @@ def run(cfg: DictConfig) -> dict:
     drops = Drops()
     prompts = build_prompts(raw, params, drops)
     comparisons = build_comparisons(raw, catalog, drops)
-    outcomes = build_outcomes(raw, catalog, drops)
+    outcomes = build_outcomes(raw, catalog, drops, params)
+    ratings = modern.arena_ratings(raw, lambda names, where: _resolve(catalog, names, where))
     interim.mkdir(parents=True, exist_ok=True)
+    write_table(ratings, interim / "arena_ratings.parquet")
     write_table(prompts, interim / "prompts.parquet")
     write_table(comparisons, interim / "comparisons.parquet")
     write_table(outcomes, interim / "outcomes.parquet")
-    report = {"rows": {"prompts": len(prompts), "comparisons": len(comparisons), "outcomes": len(outcomes)},
+    report = {"rows": {"prompts": len(prompts), "comparisons": len(comparisons), "outcomes": len(outcomes),
+                       "arena_ratings": len(ratings)},
               "by_source": {"prompts": prompts["source"].value_counts().sort_index().to_dict(),
                             "comparisons": comparisons["source"].value_counts().sort_index().to_dict(),
                             "outcomes": outcomes["source"].value_counts().sort_index().to_dict()},

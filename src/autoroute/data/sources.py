@@ -429,4 +429,7 @@ def read_source(name: str, root: Path, spec: dict, report: Report) -> dict[str, 
         return read_alpaca_eval(root, report)
     if name == "arena":
         return read_arena(root, report)
+    if name in ("swebench_verified", "zeroeval", "arena_ratings"):
+        from autoroute.data.modern import read_modern
+        return read_modern(name, root, report)
     return read_prompts(name, root, report)
