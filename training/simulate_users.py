@@ -4,8 +4,8 @@
 
 Three kinds of users whose hidden preferences come from outcome data the
 router never trained on (conf/simulate/default.yaml):
-- a quality-first coder: the model that solves most held-out SWE-bench
-  Verified issues (a hash-half of the instances);
+- a quality-first coder: the model that solves most SWE-bench Verified
+  issues of the repositories the data pipeline holds out of training;
 - a cost-sensitive user: the cheapest model within a few points of the best
   held-out ZeroEval (GSM8K) accuracy;
 - a writer who prefers one family: its best model by Arena creative writing.
@@ -27,7 +27,6 @@ per-interaction table, the A/B report) and written to `simulate.out_dir`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -70,11 +69,6 @@ class User:
     rng: np.random.Generator = field(repr=False, default=None)
 
 
-def _heldout(ids: pd.Series) -> pd.Series:
-    """A stable half of the items (by hash): the held-out half."""
-    return ids.astype(str).map(lambda s: int(hashlib.md5(s.encode()).hexdigest(), 16) % 2 == 1)
-
-
 def _blended_price(catalog: Catalog, m: str) -> float:
     p = catalog.cards[m].price
     known = [c for c in catalog.offered if catalog.cards[c].price.known]
@@ -83,21 +77,30 @@ def _blended_price(catalog: Catalog, m: str) -> float:
     return float(p.input) + 3.0 * float(p.output)
 
 
-def tastes(sim: DictConfig, catalog: Catalog) -> dict[str, Taste]:
+def heldout_repositories(processed: Path) -> set[str]:
+    """The SWE-bench repositories of the data pipeline's test split (the router trains on the others)."""
+    o = pd.read_parquet(processed / "outcomes.parquet", columns=["source", "subject", "split"])
+    return set(o.loc[(o["source"] == "swebench_verified") & (o["split"] == "test"), "subject"].dropna())
+
+
+def tastes(sim: DictConfig, catalog: Catalog, processed: Path) -> dict[str, Taste]:
     ev, kinds = sim.evidence, sim.types
     out = {}
-    # coder: held-out SWE-bench resolve rate
+    # coder: resolve rate on the SWE-bench repositories the router never trained on
     swe = pd.read_csv(ev.swebench.file)
-    swe = swe[_heldout(swe["instance_id"])]
+    repos = heldout_repositories(processed)
+    if not repos:
+        raise SystemExit(f"{processed}/outcomes.parquet has no SWE-bench test split: run `dvc repro`")
+    swe = swe[swe["instance_id"].str.rsplit("-", n=1).str[0].str.replace("__", "/", n=1).isin(repos)]
     names = {v: k for k, v in ev.swebench.models.items()}
     q = swe[swe["model"].isin(names)].groupby("model")["resolved"].mean().rename(index=names).to_dict()
     best = max(q.values())
     out["coder"] = Taste("coder", max(q, key=q.get), {m for m, v in q.items() if v >= best - kinds.coder.tolerance},
-                         q, f"held-out SWE-bench Verified resolve rate ({len(swe) // max(len(set(swe['model'])), 1)} "
-                            "issues per model)")
-    # budget: held-out ZeroEval accuracy, then the cheapest good one
+                         q, f"SWE-bench Verified resolve rate on the held-out repositories ({', '.join(sorted(repos))}; "
+                            f"{len(swe) // max(len(set(swe['model'])), 1)} issues)")
+    # budget: ZeroEval GSM8K accuracy (the data pipeline holds GSM8K out of training), then the cheapest good one
     ze = pd.read_csv(ev.zeroeval.file)
-    ze = ze[(ze["task"] == ev.zeroeval.task) & _heldout(ze["id"])]
+    ze = ze[ze["task"] == ev.zeroeval.task]
     names = {v: k for k, v in ev.zeroeval.models.items()}
     q = ze[ze["model"].isin(names)].groupby("model")["correct"].mean().rename(index=names).to_dict()
     best = max(q.values())
@@ -105,7 +108,7 @@ def tastes(sim: DictConfig, catalog: Catalog) -> dict[str, Taste]:
     prefer = min(good, key=lambda m: _blended_price(catalog, m))
     limit = 1.5 * _blended_price(catalog, prefer)
     out["budget"] = Taste("budget", prefer, {m for m in good if _blended_price(catalog, m) <= limit}, q,
-                          f"held-out ZeroEval {ev.zeroeval.task} accuracy, then price")
+                          f"ZeroEval {ev.zeroeval.task} accuracy (held out of training), then price")
     # writer: one family, its best by Arena creative-writing rating
     ar = pd.read_csv(ev.arena.file)
     ar = ar[ar["category"] == ev.arena.category]
@@ -324,7 +327,7 @@ def run(cfg: DictConfig) -> dict:
         raise SystemExit(f"no champion autoroute-router in {home}: train one first (`python -m training.run`, "
                          "or `experiment=tiny` for a quick one)")
     catalog = Catalog.from_config(cfg.catalog)
-    taste = tastes(sim, catalog)
+    taste = tastes(sim, catalog, Path(cfg.paths.processed))
     for t in taste.values():
         print(f"{t.kind}: prefers {t.prefer}, accepts {sorted(t.accept)} ({t.evidence}: "
               + ", ".join(f"{m} {v:.3g}" for m, v in sorted(t.quality.items(), key=lambda kv: -kv[1])) + ")")
