@@ -4,7 +4,8 @@ With no keys configured the service is open. With keys configured:
 /feedback and /admin/* need a valid key; /route, /route_batch and /v1/* take
 one optionally (or need one with `require_key_for_routing`); a valid key binds
 the request to its organisation, and a request naming another org is refused.
-Keys are held only as sha256 digests."""
+A key entry with `admin: true` is an admin key: only admin keys open
+the analytics dashboard's data (all orgs). Keys are held only as sha256 digests."""
 from __future__ import annotations
 
 import hashlib
@@ -32,12 +33,14 @@ class KeyRing:
     digests: dict[str, str]          # sha256 -> org
     header: str = "x-api-key"
     require_for_routing: bool = False
+    admins: frozenset[str] = frozenset()   # digests of admin keys
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> "KeyRing":
         cfg = dict(cfg or {})
         environ = os.environ if environ is None else environ
         digests: dict[str, str] = {}
+        admins: set[str] = set()
         for i, entry in enumerate(cfg.get("keys") or []):
             entry = dict(entry)
             org = entry.get("org")
@@ -56,8 +59,10 @@ class KeyRing:
             else:
                 raise ValueError(f"serving.auth.keys[{i}] needs env or sha256")
             digests[digest] = str(org)
+            if entry.get("admin"):
+                admins.add(digest)
         return cls(digests, str(cfg.get("header", "x-api-key")).lower(),
-                   bool(cfg.get("require_key_for_routing", False)))
+                   bool(cfg.get("require_key_for_routing", False)), frozenset(admins))
 
     @property
     def enabled(self) -> bool:
@@ -101,6 +106,20 @@ class KeyRing:
         if org is None:
             raise AuthError("the API key is not valid", 401)
         return org
+
+
+    def check_admin(self, headers: Iterable[tuple[bytes, bytes]], what: str = "the dashboard") -> None:
+        """Nothing when keys are off or an admin key is presented; AuthError (401/403) otherwise."""
+        if not self.enabled:
+            return
+        key = self.presented_key(headers)
+        if not key:
+            raise AuthError(f"{what} needs an admin API key: send it in the {self.header} header "
+                            "or as Authorization: Bearer <key>", 401)
+        if self.org_of(key) is None:
+            raise AuthError("the API key is not valid", 401)
+        if not any(hmac.compare_digest(a, _digest(key)) for a in self.admins):
+            raise AuthError(f"{what} needs an admin key; this key belongs to an org without admin rights", 403)
 
 
 def bind_org(obj: Any, org: str, where: str) -> None:

@@ -30,7 +30,9 @@ class Feedback(BaseModel):
     event: Literal["override", "regenerate", "rating"] = Field(
         description="override: the user switched to another model; regenerate: asked again; rating: 1-5 stars")
     chosen_model: str | None = Field(default=None, min_length=1, max_length=200,
-                                     description="override: the model the user switched to (id or alias)")
+                                     description="override: the model the user switched to (id or alias); "
+                                                 "regenerate: the model of the new answer; rating: the model "
+                                                 "whose answer was rated (default: the one shown last)")
     rating: int | None = Field(default=None, ge=1, le=5, description="rating: 1 (bad) to 5 (great)")
     user_id: str | None = Field(default=None, max_length=200, description="defaults to the decision's user")
     org_id: str | None = Field(default=None, max_length=200, description="defaults to the decision's org")
@@ -41,6 +43,8 @@ class Feedback(BaseModel):
             raise ValueError("an override needs chosen_model (the model the user switched to)")
         if self.event == "rating" and self.rating is None:
             raise ValueError("a rating event needs rating (1-5)")
+        if self.event != "rating" and self.rating is not None:
+            raise ValueError(f"rating is only for event=rating, not {self.event}")
         return self
 
 

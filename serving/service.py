@@ -14,15 +14,19 @@ from typing import Any
 
 import bentoml
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
+from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from starlette.responses import JSONResponse as PlainJSON
+from starlette.responses import Response
 
 from autoroute.types import Area, Decision, Request, RoutingError
-from serving import metrics
-from serving.auth import KeyRing
+from serving import dashboard, metrics
+from serving.auth import AuthError, KeyRing
+from serving.feedback import FeedbackRejected, feedback_row
 from serving.guard import STATE, Guard, error_body
+from serving.pages import add_pages
 from serving.proxy import AUTO_MODES, UpstreamError, Upstreams, decision_field, decision_headers, \
     to_route_request
 from serving.runtime import (CachedScorer, LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
@@ -38,6 +42,7 @@ MODEL_TAG = "autoroute-router:latest"
 STATUS = {"invalid_request": 400, "unknown_model": 400, "too_large": 413, "no_eligible_model": 422}
 
 app = FastAPI(title="autoroute", docs_url=None, redoc_url=None, openapi_url=None)
+add_pages(app)   # /ui and /dashboard (serving/pages.py)
 
 
 @app.exception_handler(RequestValidationError)
@@ -238,7 +243,9 @@ class AutoRoute:
 
     def record(self, d: Decision, req: Request, seconds: float, arm: str = "champion") -> None:
         text = req.last_user_text
-        self.store.log_decision(d, req.user_id, req.org_id, text, arm=arm)
+        lock = req.area.model_lock if req.area is not None else None
+        self.store.log_decision(d, req.user_id, req.org_id, text, requested=self.catalog.resolve(lock) if lock
+                                else "auto", arm=arm)
         metrics.decision(d, seconds, arm)
         if self.log_prompts:
             log.info("decision %s -> %s for prompt %r", d.decision_id, d.selected_model, text[:500])
@@ -278,25 +285,12 @@ class AutoRoute:
             if row is None:
                 await asyncio.sleep(3 * self.store.flush_s)
                 row = self.store.decision(feedback.decision_id)
-        if row is None:
-            return PlainJSON({"error": f"unknown decision_id {feedback.decision_id!r}", "code": "unknown_decision"},
-                             status_code=404)
-        if self.keys.enabled and feedback.org_id is not None and row["org_id"] not in (None, feedback.org_id):
-            return PlainJSON({"error": f"decision {feedback.decision_id} belongs to another org than the API key's "
-                                       f"({feedback.org_id!r})", "code": "forbidden"}, status_code=403)
-        routed = row["selected_model"]
-        chosen = routed
-        if feedback.event == "override":
-            chosen = self.catalog.try_resolve(feedback.chosen_model or "")
-            if chosen is None:
-                return _error("/feedback", RoutingError(
-                    f"chosen_model: unknown model {feedback.chosen_model!r}: not an id or alias in the catalog",
-                    "unknown_model"))
-        event = {"decision_id": feedback.decision_id, "prompt": row.get("prompt") or "", "routed_model": routed,
-                 "chosen_model": chosen, "event": feedback.event,
-                 "rating": float(feedback.rating) if feedback.rating is not None else None,
-                 "user_id": feedback.user_id or row.get("user_id"), "org_id": row.get("org_id") or feedback.org_id,
-                 "ts": iso_now()}
+        try:
+            event = await asyncio.to_thread(feedback_row, feedback, row, self.catalog, self.store, iso_now())
+        except FeedbackRejected as err:
+            return PlainJSON(orjson.loads(error_body("/feedback", err.status, str(err), err.code)),
+                             status_code=err.status)
+        routed, chosen = event["routed_model"], event["chosen_model"]
         await asyncio.to_thread(self.store.add_feedback, [event])
         for r in self.refreshers:
             r.poke()
@@ -311,6 +305,20 @@ class AutoRoute:
             await asyncio.to_thread(r.refresh)
         return Refreshed(users_and_orgs=self.pref.profiles, feedback_events=self.pref.events,
                          refreshed_at=self.pref.refreshed_at)
+
+    @app.get("/admin/dashboard", tags=["Service APIs"])
+    async def dashboard_data(self, request: HttpRequest, days: float = Query(7.0, ge=0.01, le=3660),
+                             org: str | None = Query(None, min_length=1, max_length=200)):
+        """What /dashboard draws, from the log of the last `days` days, of all orgs or one
+        (needs an admin key when keys are set)."""
+        try:
+            self.keys.check_admin(request.headers.raw)
+        except AuthError as err:
+            code = "unauthorized" if err.status == 401 else "forbidden"
+            return PlainJSON(orjson.loads(error_body("/admin/dashboard", err.status, str(err), code)),
+                             status_code=err.status)
+        data = await asyncio.to_thread(dashboard.build, self.store.path, self.catalog, days, None, org)
+        return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     # -------------------------------------------------------------- probes
     def health(self) -> Health:

@@ -67,11 +67,12 @@ class LogStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = _connect(self.path, "FULL")
         self._con.executescript(_script(FEEDBACK_DDL) + _script(DECISIONS_DDL) + _script(SHADOW_DDL))
+        self._con.execute("CREATE INDEX IF NOT EXISTS feedback_ts ON feedback(ts)")
         have = {r[1] for r in self._con.execute("PRAGMA table_info(decisions)")}
         for col, kind in DECISIONS_ADDED.items():       # a log written before these columns existed
             if col not in have:
                 self._con.execute(f"ALTER TABLE decisions ADD COLUMN {col} {kind}")
-        self._con.execute("CREATE INDEX IF NOT EXISTS feedback_ts ON feedback(ts)")
+        self._con.execute("CREATE INDEX IF NOT EXISTS decisions_ts ON decisions(ts)")
         self._lock = threading.Lock()
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._recent_max = recent
@@ -185,6 +186,14 @@ class LogStore:
                 self._con.execute("ROLLBACK")
                 raise
         return len(values)
+
+    def last_switch(self, decision_id: str) -> str | None:
+        """The model of the last override or regeneration of a decision (None: none yet)."""
+        with self._lock:
+            hit = self._con.execute(
+                "SELECT chosen_model FROM feedback WHERE decision_id = ? AND event IN ('override', 'regenerate') "
+                "ORDER BY id DESC LIMIT 1", (decision_id,)).fetchone()
+        return hit[0] if hit else None
 
     def feedback_frame(self) -> pd.DataFrame:
         """Every feedback row with its decision's task (read incrementally; rows from

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from serving.launch import ROOT, Server, descendants, free_port, start_server, wait_ready  # noqa: F401
 
-KEYS = {"acme": "test-key-acme", "beta": "test-key-beta"}
+KEYS = {"acme": "test-key-acme", "beta": "test-key-beta",
+        "gamma": "test-key-gamma"}   # gamma: the feedback tests' own org (its overrides shape org-level Tier 4)
+ADMIN_KEY = "test-key-admin"          # org ops, admin: true (the dashboard's data)
 
 
 def serving_overrides(tmp: Path, upstream_url: str | None = None, *, keys: bool = True,
@@ -21,7 +23,8 @@ def serving_overrides(tmp: Path, upstream_url: str | None = None, *, keys: bool 
         for prov in ("openai", "anthropic", "google", "deepseek", "mistralai"):
             out.append(f"serving.proxy.providers.{prov}.base_url={upstream_url}")
     if keys:
-        entries = ",".join(f"{{org:{org},key:{key}}}" for org, key in KEYS.items())
+        entries = ",".join([f"{{org:{org},key:{key}}}" for org, key in KEYS.items()] +
+                           [f"{{org:ops,key:{ADMIN_KEY},admin:true}}"])
         out.append(f"serving.auth.keys=[{entries}]")
     return out + list(extra or [])
 

@@ -77,3 +77,16 @@ def test_unknown_model_in_log_is_an_error(log_db, catalog):
     log.loc[0, "chosen_model"] = "no-such-model"
     with pytest.raises(ValueError, match="no-such-model"):
         validate_feedback(log, catalog)
+
+
+def test_comparisons_follow_the_answer_the_user_left():
+    """Override sonnet -> opus, regenerate with gpt-5.2, retry gpt-5.2, then override to gpt-4o:
+    each switch beats the model shown just before it; the retry is no comparison."""
+    events = [("override", "claude-opus-4.5"), ("rating", "claude-opus-4.5"), ("regenerate", "gpt-5.2"),
+              ("regenerate", "gpt-5.2"), ("override", "gpt-4o")]
+    df = pd.DataFrame([{"decision_id": "d", "prompt": "p", "routed_model": "claude-sonnet-4", "chosen_model": c,
+                        "event": e, "rating": 5.0 if e == "rating" else None, "user_id": "u", "org_id": None,
+                        "ts": f"2026-01-01T00:00:0{i}.000Z"} for i, (e, c) in enumerate(events)])
+    got = feedback_to_comparisons(df.iloc[::-1])                    # order comes from ts, not from the rows
+    assert sorted(zip(got["model_a"], got["model_b"])) == [
+        ("claude-opus-4.5", "claude-sonnet-4"), ("gpt-4o", "gpt-5.2"), ("gpt-5.2", "claude-opus-4.5")]

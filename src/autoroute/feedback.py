@@ -6,12 +6,13 @@ and appends one `feedback` row per user event:
 
 - ``override``: the user switched from the routed model to ``chosen_model``;
 - ``regenerate``: the user asked for another answer (``chosen_model`` is the
-  model used for the new answer, the routed one when the same model retried);
-- ``rating``: the user rated the answer of ``chosen_model`` (``rating`` in 1..5).
+  model used for the new answer: the model shown before when it retried);
+- ``rating``: the user rated the answer of ``chosen_model`` (``rating`` in 1..5;
+  after an override, the model switched to).
 
 `feedback_to_comparisons` turns overrides (and regenerations to another model)
-into pairwise comparisons (the chosen model beats the routed one); `user_stats`
-aggregates per user and per organisation.
+into pairwise comparisons (the chosen model beats the model whose answer the
+user left); `user_stats` aggregates per user and per organisation.
 """
 from __future__ import annotations
 
@@ -120,16 +121,30 @@ def validate_feedback(df: pd.DataFrame, catalog: Catalog | None = None) -> pd.Da
     return df
 
 
+def shown_before(df: pd.DataFrame) -> pd.Series:
+    """Per event, the model whose answer the user had in front of them: the model
+    of the last earlier override or regeneration of the same decision, else the
+    routed one (rows in log order: by ``ts``, then as given)."""
+    order = df.sort_values("ts", kind="stable") if "ts" in df else df
+    switched = order["chosen_model"].where(order["event"].isin(["override", "regenerate"]))
+    prev = switched.groupby(order["decision_id"], sort=False).transform(lambda s: s.ffill().shift(1))
+    return prev.fillna(order["routed_model"]).reindex(df.index)
+
+
 def feedback_to_comparisons(df: pd.DataFrame) -> pd.DataFrame:
-    """An override (or a regeneration with another model): the chosen model beats the routed one.
+    """An override (or a regeneration with another model): the chosen model beats
+    the model whose answer the user left (`shown_before`: the routed one, or the
+    one an earlier override switched to). A retry of the same model is no comparison.
 
     model_a is the chosen model, so ``winner='model_a'`` and ``preference=1.0``."""
     from autoroute.data.dedup import prompt_id
 
-    moved = df[df["event"].isin(["override", "regenerate"]) & (df["chosen_model"] != df["routed_model"])]
+    before = shown_before(df) if len(df) else df.get("routed_model", pd.Series(dtype="object"))
+    keep = df["event"].isin(["override", "regenerate"]) & (df["chosen_model"] != before)
+    moved, left = df[keep], before[keep]
     out = pd.DataFrame({
         "prompt_id": moved["prompt"].map(prompt_id), "prompt": moved["prompt"],
-        "model_a": moved["chosen_model"], "model_b": moved["routed_model"],
+        "model_a": moved["chosen_model"], "model_b": left,
         "winner": "model_a", "preference": 1.0, "source": "feedback_" + moved["event"], "split": "train",
         "decision_id": moved["decision_id"], "event": moved["event"], "user_id": moved["user_id"],
         "org_id": moved["org_id"], "ts": moved["ts"]})
