@@ -50,7 +50,7 @@ clean: ## remove caches and local run outputs (keeps .venv and data)
 SERVE_PORT ?= 3000
 BENTO_HOME ?= $(shell $(PY) -c "from autoroute.config import load_config; print(load_config([]).paths.bentoml_home)" 2>/dev/null || echo $$HOME/.autoroute/bentoml)
 
-.PHONY: serve bento schemathesis bench-serving
+.PHONY: serve bento schemathesis bench-serving soak
 
 serve: $(STAMP) ## run the HTTP service (champion from the BentoML store) on 127.0.0.1:$(SERVE_PORT)
 	BENTOML_HOME=$(BENTO_HOME) $(VENV)/bin/bentoml serve serving.service:AutoRoute --host 127.0.0.1 --port $(SERVE_PORT)
@@ -62,5 +62,10 @@ bento: $(STAMP) ## build a Bento (service + champion + conf) with `bentoml build
 schemathesis: $(STAMP) ## fuzz a live `bentoml serve` against its own OpenAPI schema (no 5xx, schema-valid responses)
 	$(PY) -m serving.fuzz --max-examples 100
 
-bench-serving: $(STAMP) ## throughput and latency of the real service over HTTP (60 s) and in process
+bench-serving: $(STAMP) ## decisions/s and latency: in process, and over HTTP with wrk (sustained, 3x overload, vs a bare BentoML endpoint)
+	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk"; exit 1; }
 	BENTOML_HOME=$(BENTO_HOME) $(PY) -m serving.benchmark
+
+soak: $(STAMP) ## 10 minutes at the sustainable rate (SOAK_RATE, default 100/s): no errors, RSS growth < 10%, every answer logged
+	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk"; exit 1; }
+	BENTOML_HOME=$(BENTO_HOME) $(PY) -m serving.benchmark soak --rate $(or $(SOAK_RATE),100) --duration 600

@@ -4,8 +4,13 @@ With no keys configured the service is open. With keys configured:
 /feedback and /admin/* need a valid key; /route, /route_batch and /v1/* take
 one optionally (or need one with `require_key_for_routing`); a valid key binds
 the request to its organisation, and a request naming another org is refused.
-A key entry with `admin: true` is an admin key: only admin keys open
-the analytics dashboard's data (all orgs). Keys are held only as sha256 digests."""
+
+Each key has scopes: `route` (the routing endpoints and the proxy), `feedback`
+and `admin` (/admin/*). An org's key defaults to [route, feedback]; only a key
+configured with `admin` opens /admin/*, so one org cannot refit the service.
+Keys are configured and held only as sha256 digests (`sha256:`, or `env:` naming
+a variable whose value is hashed at start-up), and a presented key is compared
+against every digest in constant time."""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +21,8 @@ from typing import Any, Iterable, Mapping
 
 PROTECTED_PREFIXES = ("/feedback", "/admin")
 ROUTING_PREFIXES = ("/route", "/route_batch", "/v1/")
+SCOPES = ("route", "feedback", "admin")
+DEFAULT_SCOPES = ("route", "feedback")
 
 
 class AuthError(Exception):
@@ -28,41 +35,61 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+@dataclass(frozen=True)
+class Key:
+    org: str | None
+    scopes: frozenset[str]
+
+
+def scope_of(path: str) -> str | None:
+    """The scope an endpoint needs (None: no key involved)."""
+    if path.startswith("/admin"):
+        return "admin"
+    if path.startswith("/feedback"):
+        return "feedback"
+    if path.startswith(ROUTING_PREFIXES):
+        return "route"
+    return None
+
+
 @dataclass
 class KeyRing:
-    digests: dict[str, str]          # sha256 -> org
+    digests: dict[str, Key]          # sha256 hex -> the key's org and scopes
     header: str = "x-api-key"
     require_for_routing: bool = False
-    admins: frozenset[str] = frozenset()   # digests of admin keys
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> "KeyRing":
         cfg = dict(cfg or {})
         environ = os.environ if environ is None else environ
-        digests: dict[str, str] = {}
-        admins: set[str] = set()
+        digests: dict[str, Key] = {}
         for i, entry in enumerate(cfg.get("keys") or []):
             entry = dict(entry)
             org = entry.get("org")
-            if not org:
-                raise ValueError(f"serving.auth.keys[{i}] has no org")
+            scopes = frozenset(entry.get("scopes") or DEFAULT_SCOPES)
+            if scopes - set(SCOPES):
+                raise ValueError(f"serving.auth.keys[{i}]: unknown scopes {sorted(scopes - set(SCOPES))}; "
+                                 f"use {list(SCOPES)}")
+            if not org and scopes & {"route", "feedback"}:
+                raise ValueError(f"serving.auth.keys[{i}] has no org (only an admin-only key may have none)")
+            if entry.get("key"):
+                raise ValueError(f"serving.auth.keys[{i}]: plain keys are not accepted; give its sha256 "
+                                 "(`sha256sum`) or the name of an environment variable (env)")
             if entry.get("sha256"):
                 digest = str(entry["sha256"]).lower()
+                if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                    raise ValueError(f"serving.auth.keys[{i}].sha256 is not a sha256 hex digest")
             elif entry.get("env"):
                 value = environ.get(str(entry["env"]))
                 if not value:
                     raise ValueError(f"serving.auth.keys[{i}]: environment variable {entry['env']} "
                                      f"(key of org {org!r}) is not set")
                 digest = _digest(value)
-            elif entry.get("key"):  # plain keys only for tests and local use
-                digest = _digest(str(entry["key"]))
             else:
                 raise ValueError(f"serving.auth.keys[{i}] needs env or sha256")
-            digests[digest] = str(org)
-            if entry.get("admin"):
-                admins.add(digest)
+            digests[digest] = Key(str(org) if org else None, scopes)
         return cls(digests, str(cfg.get("header", "x-api-key")).lower(),
-                   bool(cfg.get("require_key_for_routing", False)), frozenset(admins))
+                   bool(cfg.get("require_key_for_routing", False)))
 
     @property
     def enabled(self) -> bool:
@@ -81,45 +108,36 @@ class KeyRing:
                     bearer = v[7:].strip()
         return bearer
 
-    def org_of(self, key: str) -> str | None:
-        digest = _digest(key)
-        for known, org in self.digests.items():
-            if hmac.compare_digest(known, digest):
-                return org
-        return None
+    def lookup(self, key: str) -> Key | None:
+        """The key's entry; every digest is compared (constant time in the key and its position)."""
+        digest = _digest(key).encode()
+        found = None
+        for known, entry in self.digests.items():
+            if hmac.compare_digest(known.encode(), digest):
+                found = entry
+        return found
 
     def check(self, path: str, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         """The org the request is bound to (None = unauthenticated); AuthError otherwise."""
         if not self.enabled:
             return None
-        protected = path.startswith(PROTECTED_PREFIXES)
-        routing = path.startswith(ROUTING_PREFIXES)
-        if not (protected or routing):
+        scope = scope_of(path)
+        if scope is None:
             return None
+        protected = scope != "route"
         key = self.presented_key(headers)
         if not key:
             if protected or self.require_for_routing:
                 raise AuthError(f"{path} needs an API key: send it in the {self.header} header "
                                 "or as Authorization: Bearer <key>", 401)
             return None
-        org = self.org_of(key)
-        if org is None:
+        entry = self.lookup(key)
+        if entry is None:
             raise AuthError("the API key is not valid", 401)
-        return org
-
-
-    def check_admin(self, headers: Iterable[tuple[bytes, bytes]], what: str = "the dashboard") -> None:
-        """Nothing when keys are off or an admin key is presented; AuthError (401/403) otherwise."""
-        if not self.enabled:
-            return
-        key = self.presented_key(headers)
-        if not key:
-            raise AuthError(f"{what} needs an admin API key: send it in the {self.header} header "
-                            "or as Authorization: Bearer <key>", 401)
-        if self.org_of(key) is None:
-            raise AuthError("the API key is not valid", 401)
-        if not any(hmac.compare_digest(a, _digest(key)) for a in self.admins):
-            raise AuthError(f"{what} needs an admin key; this key belongs to an org without admin rights", 403)
+        if scope not in entry.scopes:
+            raise AuthError(f"{path} needs a key with the {scope!r} scope; this key has "
+                            f"{sorted(entry.scopes)}", 403)
+        return entry.org
 
 
 def bind_org(obj: Any, org: str, where: str) -> None:

@@ -1,5 +1,5 @@
-"""The ASGI middleware in front of every endpoint: size limits, UTF-8 and JSON
-checks, request validation with messages that say what is wrong (and never
+"""The ASGI middleware in front of every endpoint: API keys, rate limits and
+admission (serving/admission.py), size limits, UTF-8 and JSON checks, request validation with messages that say what is wrong (and never
 echo the prompt), API keys, the JSON health probes, and the error responses
 documented in the OpenAPI page. Bad input never reaches the endpoints, so
 none of it can turn into a 500."""
@@ -12,6 +12,8 @@ from typing import Any, Callable
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from autoroute.signals import redact
+from serving.admission import Refused
 from serving.auth import AuthError, bind_org
 from serving.schemas import ChatCompletionRequest, Feedback, Request, RouteBatch
 
@@ -28,15 +30,20 @@ VALIDATED: dict[str, type[BaseModel] | None] = {
 ERROR_STATUSES = {"400": "Bad request: malformed JSON, invalid fields or unknown models",
                   "401": "Missing or invalid API key", "403": "The API key's org does not match the request",
                   "404": "Unknown decision id or model", "413": "Body, prompt or batch over the configured limits",
-                  "422": "Valid request that no eligible model can serve"}
+                  "422": "Valid request that no eligible model can serve",
+                  "429": "Over the org's rate limit (see Retry-After)",
+                  "503": "Overloaded or the decision log cannot be written; nothing was recorded (see Retry-After)"}
 
 
-class _State:
-    """The running service instance (set by its __init__; one per worker process)."""
-    service: Any = None
+def running_service() -> Any:
+    """The worker's service instance (BentoML's own accessor), or None while it starts."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException
 
-
-STATE = _State()
+    try:
+        return bentoml.get_current_service()
+    except BentoMLException:
+        return None
 
 
 def describe(err: ValidationError, limit: int = 6) -> str:
@@ -51,6 +58,8 @@ def describe(err: ValidationError, limit: int = 6) -> str:
 
 
 def error_body(path: str, status: int, message: str, code: str) -> bytes:
+    """The error JSON (OpenAI's shape under /v1/); sensitive spans in `message` are redacted."""
+    message = redact(message)
     if path.startswith("/v1/"):
         kind = "authentication_error" if status == 401 else "permission_error" if status == 403 else \
             "invalid_request_error" if status < 500 else "api_error"
@@ -145,7 +154,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
-        svc = STATE.service
+        svc = running_service()
         if method == "GET" and path in ("/healthz", "/readyz", "/livez"):
             if svc is None:
                 return await send_json(send, 503, b'{"status":"unavailable","ready":false,"degraded":false,'
@@ -157,9 +166,27 @@ class Guard:
             return await self._docs(scope, receive, send)
         if method != "POST" or path not in VALIDATED or svc is None:
             return await self.app(scope, receive, send)
+        try:                                        # who, how often, and is there room (headers only)
+            org = svc.keys.check(path, scope.get("headers") or [])
+            if not path.startswith("/admin"):
+                svc.admission.rates.check(org)
+            gate = await svc.admission.gate(path).__aenter__()
+        except AuthError as err:
+            code = "unauthorized" if err.status == 401 else "forbidden"
+            return await send_json(send, err.status, error_body(path, err.status, str(err), code))
+        except Refused as err:
+            code = "rate_limited" if err.status == 429 else "overloaded"
+            return await send_json(send, err.status, error_body(path, err.status, str(err), code), [err.header])
+        try:
+            return await self._admitted(svc, org, scope, receive, send)
+        finally:
+            await gate.__aexit__(None, None, None)
+
+    async def _admitted(self, svc, org, scope, receive, send):
+        """Read, check and bind the body, then pass it on to the endpoint."""
+        path = scope["path"]
         try:
             raw = await self._read(receive, int(svc.limits.max_body_bytes))
-            org = svc.keys.check(path, scope.get("headers") or [])
             model = VALIDATED[path]
             if model is None:                       # admin: nothing or an empty object
                 if raw.strip() and not isinstance(parse_body(raw), dict):
@@ -172,16 +199,13 @@ class Guard:
                     bind(path, obj, org)
                     raw = orjson.dumps(obj)
                 try:
-                    parsed = model.model_validate(obj)
+                    model.model_validate(obj)
                 except ValidationError as err:
                     raise BadInput(describe(err)) from None
         except BadInput as err:
             return await send_json(send, err.status, error_body(path, err.status, str(err), err.code))
         except AuthError as err:
-            code = "unauthorized" if err.status == 401 else "forbidden"
-            return await send_json(send, err.status, error_body(path, err.status, str(err), code))
-        if path == "/route" and getattr(svc, "fast_path", False):
-            return await self._fast_route(svc, parsed, send)
+            return await send_json(send, err.status, error_body(path, err.status, str(err), "forbidden"))
         headers = [(k, v) for k, v in scope.get("headers") or [] if k not in (b"content-length", b"content-type")]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
         scope = dict(scope, headers=headers)
@@ -195,15 +219,6 @@ class Guard:
             return await receive()
 
         return await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _fast_route(svc, request, send):
-        """/route without a second parse: the body is validated already, so call
-        the endpoint's implementation directly and serialize its answer."""
-        out = await svc.route_one(request)
-        if isinstance(out, BaseModel):
-            return await send_json(send, 200, out.__pydantic_serializer__.to_json(out))
-        return await send_json(send, out.status_code, bytes(out.body))
 
     @staticmethod
     async def _read(receive, limit: int) -> bytes:

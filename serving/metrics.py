@@ -86,7 +86,7 @@ def feedback(event: str, routed: str, chosen: str | None, arm: str = "champion",
 
 
 def fallback(model: str, reason: str) -> None:
-    kind = "timeout" if "timed out" in reason else "5xx" if "answered 5" in reason else \
+    kind = "cooldown" if "cooling down" in reason else "timeout" if "timed out" in reason else "5xx" if "answered 5" in reason else \
         "429" if "429" in reason else "stream" if "stream" in reason else "unreachable"
     _m()["fallbacks"].labels(model=model, reason=kind).inc()
 

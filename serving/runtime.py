@@ -1,7 +1,7 @@
-"""What the service runs on: the serving config, the champion router (or the
-rules-only router in degraded mode), a score cache in front of the learned
-tiers, live Tier 4 refits from the feedback log, and the micro-batcher that
-lets concurrent /route calls share one encoder pass."""
+"""What the service runs on: the serving config, the champion router composed
+once (autoroute.compose builds its scorer; or the rules-only router in
+degraded mode), live Tier 4 refits from the feedback log, and the
+micro-batcher that lets concurrent /route calls share one encoder pass."""
 from __future__ import annotations
 
 import asyncio
@@ -11,14 +11,13 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from autoroute.scoring import LearnedScorer, NoUserPreference, Scores, UserPreference
+from autoroute.scoring import NoUserPreference, UserPreference
 
 log = logging.getLogger("autoroute.serving")
 OVERRIDES_ENV = "AUTOROUTE_SERVING_OVERRIDES"
@@ -55,48 +54,6 @@ def load_serving_config(overrides: Sequence[str] = ()) -> DictConfig:
 def user_overrides(overrides: Sequence[str]) -> list[str]:
     """The overrides that concern the router (passed on to the bundle's config snapshot)."""
     return [o for o in overrides if not o.lstrip("+~").startswith("serving")]
-
-
-# ------------------------------------------------------------------- cache
-class CachedScorer(LearnedScorer):
-    """An LRU cache (prompt text -> learned scores) in front of a scorer."""
-
-    def __init__(self, inner: LearnedScorer, size: int = 4096):
-        self.inner = inner
-        self.models = tuple(getattr(inner, "models", ()) or ())
-        self.size = size
-        self._cache: OrderedDict[str, tuple[np.ndarray | None, np.ndarray | None]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def score(self, texts: Sequence[str]) -> Scores:
-        rows: list[tuple | None] = []
-        missing: list[str] = []
-        with self._lock:
-            for t in texts:
-                hit = self._cache.get(t)
-                if hit is not None:
-                    self._cache.move_to_end(t)
-                    self.hits += 1
-                else:
-                    missing.append(t)
-                rows.append(hit)
-        if missing:
-            uniq = list(dict.fromkeys(missing))
-            fresh = self.inner.score(uniq)
-            self.models = tuple(fresh.models or self.models)
-            got = {t: (None if fresh.task_probs is None else fresh.task_probs[i],
-                       None if fresh.quality is None else fresh.quality[i]) for i, t in enumerate(uniq)}
-            with self._lock:
-                self.misses += len(uniq)
-                for t, v in got.items():
-                    self._cache[t] = v
-                while len(self._cache) > self.size:
-                    self._cache.popitem(last=False)
-            rows = [r if r is not None else got[t] for r, t in zip(rows, texts)]
-        probs = None if rows[0][0] is None else np.stack([r[0] for r in rows])
-        quality = None if rows[0][1] is None else np.stack([r[1] for r in rows])
-        return Scores(task_probs=probs, quality=quality, models=self.models)
 
 
 # ------------------------------------------------------------------ tier 4
@@ -193,14 +150,19 @@ class Champion:
     runtime: str | None = None
 
 
-def load_champion(stored_model, cfg: DictConfig, overrides: Sequence[str],
-                  tag: str = "autoroute-router:latest") -> Champion:
-    """`stored_model` is the BentoML store entry for `tag` (or None when absent)."""
+def load_champion(stored_model, cfg: DictConfig, overrides: Sequence[str], tag: str = "autoroute-router:latest",
+                  live_tier4: Callable[[UserPreference | None], UserPreference] | None = None) -> Champion:
+    """The served router, composed once: the champion bundle (`stored_model`, the
+    BentoML store entry for `tag`, or None when absent) with the scorer parts of
+    `serving.scorer` / `serving.encoder`, and Tier 4 as `live_tier4(bundle table)`."""
+    from hydra.utils import instantiate
+
     from autoroute.config import build_router
 
     policy = str(cfg.serving.on_model_error)
     if policy not in ("refuse", "degrade"):
         raise ModelLoadError(f"serving.on_model_error must be refuse or degrade, not {policy!r}")
+    live = live_tier4 or (lambda base: base)
     problem = None
     if stored_model is None:
         problem = (f"the champion {tag!r} is not in the BentoML model store "
@@ -208,7 +170,24 @@ def load_champion(stored_model, cfg: DictConfig, overrides: Sequence[str],
                    "`python -m training.run`")
     else:
         try:
-            router, note = load_bundle_router(stored_model, cfg, overrides)
+            from autoroute.bundle import load_router
+            from autoroute.compose import compose_scorer
+
+            sc = cfg.serving.scorer
+
+            def parts(scorer, user_pref):
+                if scorer is not None:
+                    scorer = compose_scorer(scorer, instantiate(cfg.serving.encoder), instantiate(sc.fallback),
+                                            int(sc.cache_size), sc.check_tolerance, str(stored_model.tag),
+                                            stored_model.path)
+                return scorer, live(user_pref)
+
+            knn_search = instantiate(sc.knn_search) if sc.get("knn_search") is not None else None
+            # the fp32 encoder: each backend makes its own int8 version
+            router = load_router(stored_model.path, overrides=[*user_overrides(overrides), "bundle.quantize=false"],
+                                 parts=parts, knn_search=knn_search)
+            note = getattr(router.scorer, "note", None)
+            log.info("champion %s loaded: %s", stored_model.tag, note)
             return Champion(router, bool(getattr(router, "degraded", False)), str(stored_model.tag), runtime=note)
         except Exception as err:  # a broken bundle must not take the service down silently
             problem = f"the champion {stored_model.tag} could not be loaded: {type(err).__name__}: {err}"
@@ -216,38 +195,26 @@ def load_champion(stored_model, cfg: DictConfig, overrides: Sequence[str],
         raise ModelLoadError(problem + "; refusing to start (set serving.on_model_error=degrade "
                              "to serve rules only)")
     log.warning("%s; serving rules only (degraded)", problem)
-    return Champion(build_router(cfg, degraded=True), True, None, problem)
+    base = instantiate(cfg.router.user_preference) if cfg.router.get("user_preference") is not None else None
+    return Champion(build_router(cfg, user_preference=live(base), degraded=True), True, None, problem)
 
 
-def load_bundle_router(stored_model, cfg: DictConfig, overrides: Sequence[str]):
-    """A stored bundle -> (its router, a note on the encoder runtime)."""
-    from autoroute.bundle import load_router
-    onnx = str(cfg.serving.get("runtime", "torch")) == "onnx"
-    extra = ["bundle.quantize=false"] if onnx else []   # ONNX quantizes the fp32 encoder itself
-    router = load_router(stored_model.path, overrides=[*user_overrides(overrides), *extra])
-    note = "PyTorch encoder"
-    if onnx and router.scorer is not None:
-        from serving.onnx_scorer import accelerate, accelerate_knn
-        router.scorer, note = accelerate(router.scorer, cfg.serving.onnx.cache_dir, str(stored_model.tag),
-                                         int(cfg.serving.onnx.threads))
-        router.scorer, knn_note = accelerate_knn(router.scorer)
-        note += f"; {knn_note}" if knn_note else ""
-    log.info("bundle %s loaded: %s", stored_model.tag, note)
-    return router, note
-
-
-def load_challenger(tag: str, cfg: DictConfig, overrides: Sequence[str]):
-    """The challenger's router from the BentoML store: (router, None) or (None, the problem)."""
+def load_challenger(tag: str, cfg: DictConfig, overrides: Sequence[str],
+                    live_tier4: Callable[[UserPreference | None], UserPreference] | None = None):
+    """The challenger's router from the BentoML store, composed like the champion's:
+    (router, None), or (None, the problem) - the service then runs without it."""
     import bentoml
     try:
         stored = bentoml.models.get(tag)
     except Exception as err:  # noqa: BLE001 - absent or unreadable: serve without it, say why
         return None, f"the challenger {tag!r} is not in the BentoML model store: {type(err).__name__}: {err}"
     try:
-        router, _ = load_bundle_router(stored, cfg, overrides)
-        return router, None
-    except Exception as err:  # noqa: BLE001
-        return None, f"the challenger {stored.tag} could not be loaded: {type(err).__name__}: {err}"
+        champ = load_champion(stored, cfg, overrides, tag, live_tier4)
+    except ModelLoadError as err:
+        return None, f"the challenger {tag}: {err}"
+    if champ.degraded:
+        return None, f"the challenger {tag}: {champ.problem}"
+    return champ.router, None
 
 
 def check_bundle(stored_model, tag: str = "autoroute-router:latest") -> str | None:
@@ -367,7 +334,6 @@ def to_plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-__all__ = ["CachedScorer", "LiveUserPreference", "Tier4Refresher", "MicroBatcher", "load_champion", "load_challenger",
-           "load_bundle_router", "arm_of",
+__all__ = ["LiveUserPreference", "Tier4Refresher", "MicroBatcher", "load_champion", "load_challenger", "arm_of",
            "load_serving_config", "serving_overrides", "route_many", "ModelLoadError", "Champion",
            "check_bundle"]

@@ -135,6 +135,11 @@ class ChatMessage(BaseModel):
     name: str | None = None
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: StrictBool = False
+
+
 class ChatCompletionRequest(BaseModel):
     """OpenAI's chat completion request; unknown fields pass through to the upstream."""
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
@@ -143,6 +148,9 @@ class ChatCompletionRequest(BaseModel):
                        description="auto, auto:floor (cheapest acceptable), auto:nitro (fastest) or a model id")
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, description="counts in the cost and context checks")
+    max_completion_tokens: int | None = Field(default=None, ge=1, description="as max_tokens (preferred)")
     user: str | None = Field(default=None, max_length=200)
     route: RouteOptions | None = None
 

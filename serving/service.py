@@ -23,19 +23,21 @@ from starlette.responses import Response
 
 from autoroute.types import Area, Decision, Request, RoutingError
 from serving import dashboard, metrics
+from serving.admission import Admission
 from serving.auth import AuthError, KeyRing
 from serving.feedback import FeedbackRejected, feedback_row
-from serving.guard import STATE, Guard, error_body
+from serving.guard import Guard, error_body
+from serving.proxy import AUTO_MODES, Cooldown, UpstreamError, Upstreams, decision_field, decision_headers, \
+    openai_chunks, to_route_request
 from serving.pages import add_pages
-from serving.proxy import AUTO_MODES, UpstreamError, Upstreams, decision_field, decision_headers, \
-    to_route_request
-from serving.runtime import (CachedScorer, LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
-                             arm_of, bundle_info, check_bundle, load_challenger, load_champion, load_serving_config,
+from serving.runtime import (LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher, arm_of,
+                             bundle_info, check_bundle, load_challenger, load_champion, load_serving_config,
                              route_many, serving_overrides, to_plain)
 from serving.schemas import (EXAMPLE_BATCH, EXAMPLE_FEEDBACK, EXAMPLE_REQUEST, CatalogEntry, ChatCompletion,
                              ChatCompletionRequest, Feedback, FeedbackAck, Health, ModelsList, OpenAIError,
                              Refreshed, RouteBatch, RouteBatchResult)
-from serving.store import LogStore, iso_now
+from serving.store import LogStore, LogUnavailable, iso_now
+from serving import redaction
 
 log = logging.getLogger("autoroute.serving")
 MODEL_TAG = "autoroute-router:latest"
@@ -52,6 +54,10 @@ async def _bad_request(request, exc: RequestValidationError):  # the guard norma
 
 
 def _error(path: str, err: Exception) -> PlainJSON:
+    if isinstance(err, LogUnavailable):       # nothing was acknowledged: the client may retry
+        return PlainJSON(orjson.loads(error_body(path, 503, f"the decision log cannot be written; retry later "
+                                                             f"({err})", "log_unavailable")),
+                         status_code=503, headers={"retry-after": "1"})
     code = getattr(err, "code", "invalid_request")
     status = STATUS.get(code, 400)
     return PlainJSON(orjson.loads(error_body(path, status, str(err), code)), status_code=status)
@@ -90,8 +96,10 @@ class AutoRoute:
         self.keys = KeyRing.from_config(to_plain(scfg.auth))
         ref = type(self).champion
         stored = ref.stored if ref is not None else None   # local store only, no remote lookup
+        self.tier4_on = bool(scfg.tier4.enabled)
+        self.refreshers: list[Tier4Refresher] = []
         try:
-            champ = load_champion(stored, self.cfg, overrides, MODEL_TAG)
+            champ = load_champion(stored, self.cfg, overrides, MODEL_TAG, live_tier4=self.live_tier4)
         except ModelLoadError as err:
             log.error("autoroute cannot start: %s", err)
             _stop_server()
@@ -101,49 +109,47 @@ class AutoRoute:
         self.runtime = champ.runtime
         self.catalog = self.router.catalog
         self.log_prompts = bool(scfg.log_prompts)
-        if self.router.scorer is not None and int(scfg.cache_size) > 0:
-            self.router.scorer = CachedScorer(self.router.scorer, int(scfg.cache_size))
-        self.store = LogStore(scfg.log.db, float(scfg.log.decision_flush_ms), bool(scfg.log.store_prompts))
-        self.tier4_on = bool(scfg.tier4.enabled)
-        self.refreshers: list[Tier4Refresher] = []
-        self.pref = self.live_tier4(self.router)
+        self.pref = self.router.user_preference
+        lc = scfg.log
+        self.store = LogStore(lc.db, float(lc.decision_flush_ms), bool(lc.store_prompts), durability=str(lc.durability),
+                              prompt_retention_days=lc.prompt_retention_days, max_mb=lc.max_mb)
+        logging.getLogger("autoroute").setLevel(logging.INFO)
+        redaction.install()
+        self.start_tier4(self.pref)
         ch = scfg.challenger
         self.challenger, self.challenger_problem = None, None
         self.ab_mode, self.ab_share, self.ab_salt = str(ch.mode), float(ch.ab_share), str(ch.salt)
         if self.ab_mode not in ("shadow", "ab") or not 0.0 <= self.ab_share <= 1.0:
             raise SystemExit("serving.challenger: mode must be shadow or ab and ab_share in [0, 1]")
         if ch.model:
-            self.challenger, self.challenger_problem = load_challenger(str(ch.model), self.cfg, overrides)
+            self.challenger, self.challenger_problem = load_challenger(str(ch.model), self.cfg, overrides,
+                                                                       self.live_tier4)
             if self.challenger is None:
                 log.error("serving without the challenger: %s", self.challenger_problem)
             else:
-                if self.challenger.scorer is not None and int(scfg.cache_size) > 0:
-                    self.challenger.scorer = CachedScorer(self.challenger.scorer, int(scfg.cache_size))
-                self.live_tier4(self.challenger)
+                self.start_tier4(self.challenger.user_preference)
         b = scfg.batching
         self.batcher = MicroBatcher(lambda reqs: route_many(self.router, reqs), int(b.max_batch),
                                     float(b.window_ms)) if b.enabled and self.router.scorer is not None else None
         p = to_plain(scfg.proxy)
         self.upstreams = Upstreams(p["providers"], p.get("upstream_ids") or {}, float(p["timeout_s"]),
-                                   int(p["max_fallbacks"]))
-        self.fast_path = bool(scfg.get("fast_path", True))
+                                   int(p["max_fallbacks"]), Cooldown(**p["cooldown"]))
+        self.admission = Admission(to_plain(scfg.traffic), to_plain(scfg.rate_limits))
         metrics.set_degraded(self.degraded)
-        STATE.service = self
         log.info("autoroute ready: %s%s", self.model_info.get("tag", "rules only"),
                  " (DEGRADED: " + str(self.problem) + ")" if self.degraded else "")
 
-    def live_tier4(self, router) -> LiveUserPreference:
-        """Give `router` the live Tier 4 (its bundle's model + user/org refits), or none."""
-        from hydra.utils import instantiate
-
+    def live_tier4(self, base):
+        """Tier 4 as served: the bundle's model plus live user/org refits (none when disabled)."""
         from autoroute.scoring import NoUserPreference
-        pref = LiveUserPreference(router.user_preference if self.tier4_on else NoUserPreference())
-        router.user_preference = pref
+        return LiveUserPreference(base if self.tier4_on else NoUserPreference())
+
+    def start_tier4(self, pref: LiveUserPreference) -> None:
         if self.tier4_on:
+            from hydra.utils import instantiate
             t4 = self.cfg.serving.tier4
             self.refreshers.append(Tier4Refresher(self.store, pref, instantiate(self.cfg.router.tier4),
                                                   float(t4.refresh_s), list(t4.levels)).start())
-        return pref
 
     @bentoml.on_deployment
     def check_champion() -> None:
@@ -167,14 +173,47 @@ class AutoRoute:
         self.store.close()
 
     # ------------------------------------------------------------ routing
-    async def decide(self, requests: list[Request]) -> list[Decision | Exception]:
-        if self.challenger is not None and self.ab_mode == "ab":
-            arms = [self.arm_for(r) for r in requests]
-            if "challenger" in arms:
-                return await self.decide_split(requests, arms)
-        results = await self.decide_champion(requests)
-        self.shadow_later(list(zip(requests, results)))
-        return results
+    async def decide(self, requests: list[Request], record: bool = True) -> list[Decision | Exception]:
+        """The one decide path: route (micro-batched when alone), then log every decision
+        and, with durability commit_before_answer, wait for its commit. `record=False`
+        leaves the logging to the caller (the proxy logs the model it served)."""
+        if not self.store.healthy:
+            return [LogUnavailable(self.store.error or "the decision log is not available")] * len(requests)
+        t0 = time.perf_counter()
+        arms = [self.arm_for(r) for r in requests]
+        results: list = [None] * len(requests)
+        for arm in ("champion", "challenger"):
+            idx = [i for i, a in enumerate(arms) if a == arm]
+            if idx:
+                for i, d in zip(idx, await self.route_with(arm, [requests[i] for i in idx])):
+                    results[i] = d
+        seconds = time.perf_counter() - t0          # what each of these requests waited
+        if not record:
+            return results
+        out = [await self.record(d, req, seconds, arm) if isinstance(d, Decision) else d
+               for req, d, arm in zip(requests, results, arms)]
+        self.shadow_later(list(zip(requests, out)))
+        return out
+
+    def arm_for(self, req: Request) -> str:
+        """The arm that serves `req`: the challenger only in an A/B split (a stable hash of the user)."""
+        if self.challenger is None or self.ab_mode != "ab":
+            return "champion"
+        return arm_of(req.user_id, req.org_id, self.ab_share, self.ab_salt)
+
+    async def route_with(self, arm: str, requests: list[Request]) -> list:
+        router = self.router if arm == "champion" else self.challenger
+        if arm == "champion" and self.batcher is not None and len(requests) == 1:
+            try:
+                return [await self.batcher.submit(requests[0])]
+            except RoutingError as err:
+                return [err]
+        if router.scorer is not None:
+            return await asyncio.to_thread(route_many, router, requests)
+        try:
+            return route_many(router, requests)
+        except RoutingError as err:
+            return [err]
 
     def shadow_later(self, pairs: list) -> None:
         """In shadow mode, let the challenger decide the served requests after the response."""
@@ -182,32 +221,7 @@ class AutoRoute:
         if self.challenger is not None and self.ab_mode == "shadow" and served:
             asyncio.get_running_loop().create_task(self.shadow(served))
 
-    def arm_for(self, req: Request) -> str:
-        """The arm that serves `req`: the challenger only in an A/B split."""
-        if self.challenger is None or self.ab_mode != "ab":
-            return "champion"
-        return arm_of(req.user_id, req.org_id, self.ab_share, self.ab_salt)
-
-    async def decide_split(self, requests: list[Request], arms: list[str]) -> list[Decision | Exception]:
-        """A/B: each request decided by its user's arm."""
-        out: list = [None] * len(requests)
-        champ = [i for i, a in enumerate(arms) if a == "champion"]
-        chall = [i for i, a in enumerate(arms) if a == "challenger"]
-        if champ:
-            for i, d in zip(champ, await self.decide_champion([requests[i] for i in champ])):
-                out[i] = d
-        t0 = time.perf_counter()
-        reqs = [requests[i] for i in chall]
-        results = await asyncio.to_thread(route_many, self.challenger, reqs) if self.challenger.scorer is not None \
-            else route_many(self.challenger, reqs)
-        seconds = (time.perf_counter() - t0) / max(len(reqs), 1)
-        for i, req, d in zip(chall, reqs, results):
-            out[i] = d
-            if isinstance(d, Decision):
-                self.record(d, req, seconds, arm="challenger")
-        return out
-
-    async def shadow(self, served: list[tuple[Request, Decision]]) -> None:
+    async def shadow(self, served: list) -> None:
         """Shadow: the challenger decides the same requests; logged and counted, not served."""
         try:
             t0 = time.perf_counter()
@@ -221,42 +235,27 @@ class AutoRoute:
         except Exception:  # the shadow must never affect serving
             log.exception("shadow decisions failed")
 
-    async def decide_champion(self, requests: list[Request]) -> list[Decision | Exception]:
-        t0 = time.perf_counter()
-        if self.batcher is not None and len(requests) == 1:
-            try:
-                results: list = [await self.batcher.submit(requests[0])]
-            except RoutingError as err:
-                results = [err]
-        elif self.router.scorer is not None:
-            results = await asyncio.to_thread(route_many, self.router, requests)
-        else:
-            try:
-                results = route_many(self.router, requests)
-            except RoutingError as err:
-                results = [err]
-        seconds = (time.perf_counter() - t0) / max(len(requests), 1)
-        for req, d in zip(requests, results):
-            if isinstance(d, Decision):
-                self.record(d, req, seconds)
-        return results
-
-    def record(self, d: Decision, req: Request, seconds: float, arm: str = "champion") -> None:
+    async def record(self, d: Decision, req: Request, seconds: float,
+                     arm: str = "champion") -> Decision | LogUnavailable:
+        """Log one decision (prompt redacted); with commit_before_answer, once committed."""
         text = req.last_user_text
         lock = req.area.model_lock if req.area is not None else None
-        self.store.log_decision(d, req.user_id, req.org_id, text, requested=self.catalog.resolve(lock) if lock
-                                else "auto", arm=arm)
+        committed = self.store.log_decision(d, req.user_id, req.org_id, text,
+                                            requested=self.catalog.resolve(lock) if lock else "auto", arm=arm)
         metrics.decision(d, seconds, arm)
         if self.log_prompts:
             log.info("decision %s -> %s for prompt %r", d.decision_id, d.selected_model, text[:500])
+        if self.store.durability == "commit_before_answer":
+            try:
+                await asyncio.wrap_future(committed)
+            except LogUnavailable as err:
+                return err
+        return d
 
     @bentoml.api(route="/route")
     async def route(self, request: Request = EXAMPLE_REQUEST, /) -> Decision:
         """One request -> one decision: model, reason, tier, task, confidence,
         ranked alternatives with scores, estimated cost and a decision id."""
-        return await self.route_one(request)
-
-    async def route_one(self, request: Request) -> Decision | PlainJSON:
         (out,) = await self.decide([request])
         return _error("/route", out) if isinstance(out, Exception) else out
 
@@ -268,6 +267,8 @@ class AutoRoute:
                 f"requests: {len(batch.requests)} requests; the limit is {int(self.limits.max_batch)}", "too_large"))
         results = await self.decide(list(batch.requests))
         for i, out in enumerate(results):
+            if isinstance(out, LogUnavailable):
+                return _error("/route_batch", out)
             if isinstance(out, Exception):
                 return _error("/route_batch", type(out)(f"requests.{i}: {out}", getattr(out, "code", "invalid_request"))
                               if isinstance(out, RoutingError) else out)
@@ -290,8 +291,14 @@ class AutoRoute:
         except FeedbackRejected as err:
             return PlainJSON(orjson.loads(error_body("/feedback", err.status, str(err), err.code)),
                              status_code=err.status)
+        if feedback.org_id is not None and feedback.org_id != row.get("org_id"):   # the key's org (set by the guard)
+            return PlainJSON({"error": f"org_id: decision {feedback.decision_id} was made for another org; "
+                                       "feedback goes to the decision's own", "code": "forbidden"}, status_code=403)
         routed, chosen = event["routed_model"], event["chosen_model"]
-        await asyncio.to_thread(self.store.add_feedback, [event])
+        try:
+            await asyncio.to_thread(self.store.add_feedback, [event])
+        except LogUnavailable as err:
+            return _error("/feedback", err)
         for r in self.refreshers:
             r.poke()
         metrics.feedback(feedback.event, routed, chosen, row.get("arm") or "champion", event["rating"])
@@ -310,9 +317,9 @@ class AutoRoute:
     async def dashboard_data(self, request: HttpRequest, days: float = Query(7.0, ge=0.01, le=3660),
                              org: str | None = Query(None, min_length=1, max_length=200)):
         """What /dashboard draws, from the log of the last `days` days, of all orgs or one
-        (needs an admin key when keys are set)."""
+        (needs a key with the admin scope when keys are set)."""
         try:
-            self.keys.check_admin(request.headers.raw)
+            self.keys.check("/admin/dashboard", request.headers.raw)
         except AuthError as err:
             code = "unauthorized" if err.status == 401 else "forbidden"
             return PlainJSON(orjson.loads(error_body("/admin/dashboard", err.status, str(err), code)),
@@ -322,9 +329,10 @@ class AutoRoute:
 
     # -------------------------------------------------------------- probes
     def health(self) -> Health:
-        log_ok = self.store.ping()
+        log_ok = self.store.healthy
         return Health(status="ok" if log_ok else "unavailable", ready=log_ok, degraded=self.degraded,
-                      model=self.model_info.get("tag"), runtime=self.runtime, problem=self.problem, log=log_ok,
+                      model=self.model_info.get("tag"), runtime=self.runtime,
+                      problem=self.problem if log_ok else self.store.error, log=log_ok,
                       tier4={"enabled": self.tier4_on, "entries": self.pref.profiles,
                              "feedback_events": self.pref.events, "refreshed_at": self.pref.refreshed_at,
                              "fit_ms": self.refreshers[0].fit_ms if self.refreshers else None,
@@ -389,7 +397,7 @@ class AutoRoute:
                 req = req.model_copy(update={"area": area, "candidates": None})
         except (RoutingError, ValueError) as err:
             return PlainJSON(orjson.loads(error_body(path, 400, str(err), "invalid_request")), status_code=400)
-        (decision,) = await self.decide_quietly(req)
+        (decision,) = await self.decide([req], record=False)
         if isinstance(decision, Exception):
             return _error(path, decision)
         payload = body.model_dump(exclude_unset=True, exclude={"route"})
@@ -402,7 +410,7 @@ class AutoRoute:
         except UpstreamError as err:
             for a in err.attempts:
                 metrics.fallback(a.model, a.error)
-            self.record(decision, req, decision.latency_ms / 1000, self.arm_for(req))
+            await self.record(decision, req, decision.latency_ms / 1000, self.arm_for(req))
             status = err.status if err.status >= 400 else 502
             return PlainJSON(orjson.loads(error_body(path, status, str(err), "upstream_error")), status_code=status,
                              headers=decision_headers(decision, decision.selected_model, err.attempts))
@@ -412,8 +420,12 @@ class AutoRoute:
             "selected_model": served, "display_name": self.catalog.cards[served].display_name,
             "reason": decision.reason + f"; served by {self.catalog.cards[served].display_name} after "
                                         f"{decision.selected_model} failed ({attempts[0].error})"})
-        self.record(served_decision, req, decision.latency_ms / 1000, self.arm_for(req))
-        self.shadow_later([(req, served_decision)])
+        logged = await self.record(served_decision, req, decision.latency_ms / 1000, self.arm_for(req))
+        self.shadow_later([(req, logged)])
+        if isinstance(logged, LogUnavailable):
+            if body.stream:
+                await upstream.aclose()
+            return _error(path, logged)
         headers = decision_headers(decision, served, attempts)
         field = decision_field(decision, served, attempts)
         if not body.stream:
@@ -421,37 +433,20 @@ class AutoRoute:
                 data["autoroute"] = field
             return PlainJSON(data, headers=headers)
 
+        want_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = openai_chunks(upstream, first, field, model=self.upstreams.upstream_ids.get(served, served),
+                               include_usage=want_usage, prompt_tokens=decision.estimated_tokens)
+
         async def events():
-            head = {"id": f"autoroute-{decision.decision_id}", "object": "chat.completion.chunk",
-                    "created": int(time.time()), "model": served, "choices": [], "autoroute": field}
-            yield b"data: " + orjson.dumps(head) + b"\n\n"
-            yield first
             try:
-                async for chunk in upstream.rest():
+                async for chunk in chunks:
                     yield chunk
             except Exception as err:  # after the first byte there is no falling back: say what happened
                 metrics.fallback(served, "stream broken")
-                yield b"data: " + error_body(path, 502, f"the upstream stream broke: {type(err).__name__}",
+                yield b"data: " + error_body(path, 502, f"the upstream stream broke: {err}",
                                              "upstream_error") + b"\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
-
-    async def decide_quietly(self, req: Request) -> list:
-        """Route one request without recording it (the proxy records what was served)."""
-        if self.arm_for(req) == "challenger":
-            try:
-                return await asyncio.to_thread(route_many, self.challenger, [req])
-            except RoutingError as err:
-                return [err]
-        if self.batcher is not None:
-            try:
-                return [await self.batcher.submit(req)]
-            except RoutingError as err:
-                return [err]
-        try:
-            return route_many(self.router, [req])
-        except RoutingError as err:
-            return [err]
 
 
 AutoRoute.add_asgi_middleware(Guard)

@@ -92,11 +92,14 @@ def fake_upstream():
 @pytest.fixture(scope="session")
 def served(tmp_path_factory, fake_upstream):
     """A real `bentoml serve` (rules-only/degraded: the tmp model store is empty),
-    API keys for orgs acme and beta, providers pointed at the fake upstream."""
+    API keys for orgs acme and beta (and an admin key), providers pointed at the
+    fake upstream, prompts written to the server log (to check their redaction),
+    provider cooldown out of the way (tests/test_service_faults.py covers it)."""
     from serving_support import serving_overrides, start_server
 
     tmp = tmp_path_factory.mktemp("served")
-    server = start_server(tmp, serving_overrides(tmp, fake_upstream.url))
+    server = start_server(tmp, serving_overrides(tmp, fake_upstream.url, extra=["serving.log_prompts=true",
+                                                                    "serving.proxy.cooldown.failures=1000"]))
     yield server
     server.stop()
 

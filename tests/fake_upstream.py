@@ -5,6 +5,9 @@ Modes, per upstream model name or as the default:
   500      answer 500
   timeout  wait `delay` seconds, then answer (longer than the proxy's timeout)
   broken   stream one chunk, then drop the connection
+  gzip     answer with content-encoding: gzip (JSON and streams)
+  nousage  stream without a usage chunk even when stream_options.include_usage asks for one
+A stream ends with a usage chunk (choices: []) when stream_options.include_usage is true.
 
     up = FakeUpstream().start()          # http://127.0.0.1:<port>/v1
     up.modes["gpt-4o"] = "500"
@@ -14,6 +17,7 @@ Modes, per upstream model name or as the default:
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import threading
 import time
@@ -58,8 +62,10 @@ class FakeUpstream:
                 if mode == "timeout":
                     time.sleep(up.delay)
                 text = f"hello from {model}"
+                self.gzip = mode == "gzip"
                 if stream:
-                    return self._stream(model, text, broken=(mode == "broken"))
+                    usage = bool((body.get("stream_options") or {}).get("include_usage")) and mode != "nousage"
+                    return self._stream(model, text, broken=(mode == "broken"), usage=usage)
                 self._json(200, {
                     "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
                     "model": model, "choices": [{"index": 0, "finish_reason": "stop",
@@ -69,30 +75,46 @@ class FakeUpstream:
             def _json(self, status, obj):
                 data = json.dumps(obj).encode()
                 self.send_response(status)
+                if getattr(self, "gzip", False):
+                    data = gzip.compress(data)
+                    self.send_header("content-encoding", "gzip")
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, model, text, broken=False):
+            def _stream(self, model, text, broken=False, usage=False):
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("connection", "close")
-                self.end_headers()
+                events = []
                 words = text.split(" ")
                 for i, w in enumerate(words):
                     chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
                              "model": model, "choices": [{"index": 0, "delta": {"content": (" " if i else "") + w},
                                                           "finish_reason": None}]}
-                    self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-                    self.wfile.flush()
+                    events.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
                     if broken:
-                        self.close_connection = True
-                        return
-                done = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                        "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-                self.wfile.write(b"data: " + json.dumps(done).encode() + b"\n\ndata: [DONE]\n\n")
-                self.wfile.flush()
+                        break
+                if not broken:
+                    done = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                            "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                    events.append(b"data: " + json.dumps(done).encode() + b"\n\n")
+                    if usage:
+                        u = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                             "model": model, "choices": [],
+                             "usage": {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}}
+                        events.append(b"data: " + json.dumps(u).encode() + b"\n\n")
+                    events.append(b"data: [DONE]\n\n")
+                if getattr(self, "gzip", False):
+                    self.send_header("content-encoding", "gzip")
+                    self.end_headers()
+                    self.wfile.write(gzip.compress(b"".join(events)))
+                else:
+                    self.end_headers()
+                    for e in events:
+                        self.wfile.write(e)
+                        self.wfile.flush()
                 self.close_connection = True
 
         self.server = ThreadingHTTPServer((host, port), Handler)

@@ -3,13 +3,18 @@ fake upstream, API keys); starting and stopping `bentoml serve` is
 serving/launch.py."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from serving.launch import ROOT, Server, descendants, free_port, start_server, wait_ready  # noqa: F401
 
-KEYS = {"acme": "test-key-acme", "beta": "test-key-beta",
-        "gamma": "test-key-gamma"}   # gamma: the feedback tests' own org (its overrides shape org-level Tier 4)
-ADMIN_KEY = "test-key-admin"          # org ops, admin: true (the dashboard's data)
+# admin: scope admin only; gamma: the feedback tests' own org (its overrides shape org-level Tier 4)
+KEYS = {"acme": "test-key-acme", "beta": "test-key-beta", "gamma": "test-key-gamma", "admin": "test-key-admin"}
+ADMIN_KEY = KEYS["admin"]            # the dashboard's data needs the admin scope
+
+
+def sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def serving_overrides(tmp: Path, upstream_url: str | None = None, *, keys: bool = True,
@@ -23,9 +28,7 @@ def serving_overrides(tmp: Path, upstream_url: str | None = None, *, keys: bool 
         for prov in ("openai", "anthropic", "google", "deepseek", "mistralai"):
             out.append(f"serving.proxy.providers.{prov}.base_url={upstream_url}")
     if keys:
-        entries = ",".join([f"{{org:{org},key:{key}}}" for org, key in KEYS.items()] +
-                           [f"{{org:ops,key:{ADMIN_KEY},admin:true}}"])
-        out.append(f"serving.auth.keys=[{entries}]")
+        entries = ",".join(f"{{org:{org},sha256:'{sha256(key)}'}}" for org, key in KEYS.items() if org != "admin")
+        admin = sha256(KEYS["admin"])
+        out.append(f"serving.auth.keys=[{entries},{{sha256:'{admin}',scopes:[admin]}}]")
     return out + list(extra or [])
-
-

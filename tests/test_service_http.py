@@ -104,12 +104,16 @@ def test_overrides_teach_tier4_without_restart(client, served):
     first = _route(client, "u-t4", headers=key())
     assert first["tier"] == 3
     target = first["alternatives"][0]["model"]
+    sent = 0
     for _ in range(3):
         d = _route(client, "u-t4", headers=key())
+        if d["selected_model"] == target:        # learned already (a tier-3 choice moves with little evidence)
+            break
         r = client.post("/feedback", json={"decision_id": d["decision_id"], "event": "override",
                                            "chosen_model": target}, headers=key())
         assert r.status_code == 200, r.text
         assert r.json()["stored"] is True and r.json()["chosen_model"] == target
+        sent += 1
     after = _until(lambda: (lambda d: d if d["selected_model"] == target else None)(_route(client, "u-t4",
                                                                                           headers=key())))
     assert after, "Tier 4 did not pick the user's preferred model"
@@ -118,7 +122,7 @@ def test_overrides_teach_tier4_without_restart(client, served):
     assert other["selected_model"] == first["selected_model"]
     con = sqlite3.connect(served.db)
     rows = con.execute("SELECT event, chosen_model, user_id, org_id, prompt FROM feedback WHERE user_id='u-t4'").fetchall()
-    assert len(rows) == 3 and all(r[0] == "override" and r[1] == target and r[3] == "acme" for r in rows)
+    assert len(rows) == sent >= 1 and all(r[0] == "override" and r[1] == target and r[3] == "acme" for r in rows)
     assert rows[0][4] == NEUTRAL
 
 
@@ -154,7 +158,8 @@ def test_org_defaults_apply_to_new_users(client):
     target = base["alternatives"][0]["model"]
     for i in range(4):
         d = _route(client, f"u-org-{i}", headers=key("beta"))
-        assert d["org_id"] if "org_id" in d else True
+        if d["selected_model"] == target:        # the org's preference is learned already
+            break
         r = client.post("/feedback", json={"decision_id": d["decision_id"], "event": "override",
                                            "chosen_model": target}, headers=key("beta"))
         assert r.status_code == 200, r.text
@@ -187,7 +192,10 @@ def test_auth_rules(client):
     r = client.post("/feedback", json=fb, headers={"x-api-key": "wrong"})
     assert r.status_code == 401 and "not valid" in r.json()["error"]
     assert client.post("/admin/refresh").status_code == 401
-    assert client.post("/admin/refresh", headers=key()).status_code == 200
+    r = client.post("/admin/refresh", headers=key())                # an org key has no admin scope
+    assert r.status_code == 403 and "admin" in r.json()["error"]
+    assert client.post("/admin/refresh", headers=key("admin")).status_code == 200
+    assert client.post("/route", json=msg("hi"), headers=key("admin")).status_code == 403   # admin-only key
     r = client.post("/route", json={**msg("hi"), "org_id": "beta"}, headers=key("acme"))
     assert r.status_code == 403 and "acme" in r.json()["error"]
     mine = _route(client, "u-auth2", headers=key("acme"))         # bound to acme
@@ -197,6 +205,11 @@ def test_auth_rules(client):
     r = client.post("/feedback", json={"decision_id": mine["decision_id"], "event": "regenerate"},
                     headers={"authorization": f"Bearer {KEYS['acme']}"})
     assert r.status_code == 200, r.text
+    r = client.post("/feedback", json=fb, headers=key("acme"))     # a decision made without the key's org
+    assert r.status_code == 403 and "org" in r.json()["error"]
+    r = client.post("/feedback", json={"decision_id": mine["decision_id"], "event": "override",
+                                       "chosen_model": "gpt-4o", "user_id": "u-victim"}, headers=key("acme"))
+    assert r.status_code == 403 and "user" in r.json()["error"]   # another user's preferences: refused
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -305,9 +318,10 @@ def test_upstream_failure_falls_back(served, upstream, mode, stream):
         assert served_model != "claude-haiku-4.5" and r.headers["x-autoroute-selected-model"] == "claude-haiku-4.5"
         assert "claude-haiku-4.5" in r.headers["x-autoroute-fallback"]
         if stream:
-            first = json.loads(r.text.split("\n\n")[0][len("data: "):])
-            field = first["autoroute"]
-            assert '"content": " from"' in r.text and r.text.rstrip().endswith("data: [DONE]")
+            events = [json.loads(e[len("data: "):]) for e in r.text.strip().split("\n\n")[:-1]]
+            field = events[0]["autoroute"]
+            assert {"content": " from"} in [e["choices"][0]["delta"] for e in events if e["choices"]]
+            assert r.text.rstrip().endswith("data: [DONE]")
         else:
             field = r.json()["autoroute"]
         assert field["served_model"] == served_model and field["fallbacks"][0]["model"] == "claude-haiku-4.5"
@@ -346,3 +360,66 @@ def test_concrete_model_and_modes(served, upstream):
     nitro = c.chat.completions.with_raw_response.create(
         model="auto:nitro", messages=[{"role": "user", "content": NEUTRAL}])
     assert "auto:nitro" in nitro.parse().model_extra["autoroute"]["reason"]
+
+
+def test_openai_stream_chunks_as_the_sdk_expects(served, upstream):
+    c = openai_client(served)
+    chunks = list(c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}],
+                                            stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len({ch.id for ch in chunks}) == 1 and len({ch.model for ch in chunks}) == 1
+    assert len({ch.created for ch in chunks}) == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 8       # the upstream's usage
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "stop"
+    upstream.modes["claude-haiku-4-5"] = "nousage"                              # no usage upstream: estimated
+    chunks = list(c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}],
+                                            stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].usage.completion_tokens > 0 and "estimated" in chunks[-1].model_extra["autoroute_usage"]
+    without = list(c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}],
+                                             stream=True))
+    assert all(ch.usage is None for ch in without)
+
+
+def test_langchain_chat_openai_streams_and_invokes(served, upstream):
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model="auto", base_url=served.url + "/v1", api_key=KEYS["acme"], max_retries=0,
+                     http_client=httpx.Client(trust_env=False, timeout=30.0), stream_usage=True)
+    answer = llm.invoke("hello")
+    assert answer.content == "hello from claude-haiku-4-5"
+    parts = list(llm.stream("hello"))
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = merged + part
+    assert merged.content == "hello from claude-haiku-4-5" and merged.usage_metadata["total_tokens"] == 8
+    assert merged.id and merged.response_metadata["model_name"] == "claude-haiku-4-5"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_compressed_upstream_is_decoded(served, upstream, stream):
+    upstream.modes["claude-haiku-4-5"] = "gzip"
+    c = openai_client(served)
+    if stream:
+        chunks = list(c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}],
+                                                stream=True))
+        text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    else:
+        text = c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}]
+                                         ).choices[0].message.content
+    assert text == "hello from claude-haiku-4-5"
+
+
+def test_max_tokens_count_in_cost_and_context(served, upstream):
+    c = openai_client(served)
+    ask = lambda **kw: c.chat.completions.with_raw_response.create(  # noqa: E731
+        model="auto", messages=[{"role": "user", "content": "hello"}], **kw).parse().model_extra["autoroute"]
+    small, large = ask(max_tokens=10), ask(max_completion_tokens=4000)
+    assert small["selected_model"] == large["selected_model"]
+    assert large["estimated_cost"] > 10 * small["estimated_cost"]
+    with httpx.Client(base_url=served.url, timeout=30.0, trust_env=False) as h:
+        r = h.post("/v1/chat/completions", json={"model": "auto", "max_tokens": 5_000_000,
+                                                  "messages": [{"role": "user", "content": "hello"}]})
+        assert r.status_code == 422 and "context window" in r.json()["error"]["message"]
+        r = h.post("/v1/chat/completions", json={"model": "auto", "max_tokens": 0,
+                                                  "messages": [{"role": "user", "content": "hello"}]})
+        assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]

@@ -52,6 +52,8 @@ def test_feedback_direct_teaches_tier4(service):
     target = first.alternatives[0].model
     for _ in range(3):
         d = run(service.route(Request.from_prompt(NEUTRAL, user_id="u9")))
+        if d.selected_model == target:             # learned already
+            break
         ack = run(service.feedback(Feedback(decision_id=d.decision_id, event="override", chosen_model=target)))
         assert ack.stored and ack.routed_model == d.selected_model
     run(service.admin_refresh())
@@ -108,15 +110,52 @@ class CountingScorer(LearnedScorer):
         return Scores(task_probs=np.full((n, 11), 1 / 11), quality=np.tile([0.5, 0.6], (n, 1)), models=self.models)
 
 
-def test_cached_scorer_scores_each_text_once():
-    from serving.runtime import CachedScorer
+class FakeBundle:
+    """A bundle's two heads on pooled states: task probs and per-model quality."""
+    models = ("gpt-4o", "claude-sonnet-4")
 
-    inner = CountingScorer()
-    cached = CachedScorer(inner, size=2)
-    a = cached.score(["x", "y", "x"])
-    b = cached.score(["y", "z"])
-    assert inner.calls == [["x", "y"], ["z"]]
-    assert a.quality.shape == (3, 2) and b.task_probs.shape == (2, 11)
+    class classifier:  # noqa: N801 - stands in for the TaskClassifier
+        @staticmethod
+        def from_pooled(pooled):
+            n = len(pooled)
+            return pooled / np.linalg.norm(pooled, axis=1, keepdims=True), np.full((n, 11), 1 / 11)
+
+    def from_embeddings(self, texts, emb, probs):
+        return Scores(task_probs=probs, quality=np.tile([0.5, 0.6], (len(texts), 1)) + emb[:, :1] * 0,
+                      models=self.models)
+
+
+class CountingEncoder:
+    note = "counting encoder"
+
+    def __init__(self):
+        self.calls = []
+
+    def pooled(self, texts):
+        self.calls.append(list(texts))
+        return np.ones((len(texts), 4), np.float32)
+
+
+def test_composed_scorer_encodes_each_text_once():
+    from autoroute.compose import ComposedScorer
+
+    enc = CountingEncoder()
+    scorer = ComposedScorer(FakeBundle(), enc, cache_size=2)
+    a = scorer.score(["x", "y", "x"])
+    b = scorer.score(["y", "z"])
+    assert enc.calls == [["x", "y"], ["z"]]                      # one encoder pass per batch, cached after
+    assert a.quality.shape == (3, 2) and b.task_probs.shape == (2, 11) and scorer.note == "counting encoder"
+
+
+def test_compose_falls_back_when_the_backend_cannot_be_built():
+    from autoroute.compose import compose_scorer
+
+    def broken(classifier, tag, bundle_dir):
+        raise RuntimeError("no ONNX Runtime here")
+
+    scorer = compose_scorer(FakeBundle(), broken, lambda classifier: CountingEncoder(), cache_size=0)
+    assert "not used: RuntimeError: no ONNX Runtime here" in scorer.note
+    assert scorer.score(["a"]).quality.shape == (1, 2)
 
 
 def test_micro_batcher_groups_concurrent_calls():
@@ -158,8 +197,10 @@ def test_keyring_rules():
 
     open_ring = KeyRing.from_config({"keys": []})
     assert open_ring.check("/feedback", []) is None
-    ring = KeyRing.from_config({"keys": [{"org": "acme", "key": "k1"}, {"org": "beta", "env": "BETA_KEY"}]},
-                               environ={"BETA_KEY": "k2"})
+    from serving_support import sha256
+    ring = KeyRing.from_config({"keys": [{"org": "acme", "sha256": sha256("k1")}, {"org": "beta", "env": "BETA_KEY"},
+                                         {"sha256": sha256("k3"), "scopes": ["admin"]}]}, environ={"BETA_KEY": "k2"})
+    assert "k1" not in repr(ring) and "k2" not in repr(ring)             # held as digests only
     assert ring.check("/route", []) is None
     assert ring.check("/route", [(b"x-api-key", b"k1")]) == "acme"
     assert ring.check("/feedback", [(b"authorization", b"Bearer k2")]) == "beta"
@@ -167,8 +208,18 @@ def test_keyring_rules():
         ring.check("/feedback", [])
     with pytest.raises(AuthError, match="not valid"):
         ring.check("/admin/refresh", [(b"x-api-key", b"zzz")])
+    with pytest.raises(AuthError, match="'admin' scope") as err:          # an org key cannot open /admin
+        ring.check("/admin/refresh", [(b"x-api-key", b"k1")])
+    assert err.value.status == 403
+    assert ring.check("/admin/refresh", [(b"x-api-key", b"k3")]) is None
+    with pytest.raises(AuthError, match="'feedback' scope"):                # and the admin key is no org key
+        ring.check("/feedback", [(b"x-api-key", b"k3")])
     with pytest.raises(ValueError, match="not set"):
         KeyRing.from_config({"keys": [{"org": "x", "env": "SURELY_UNSET_VAR"}]}, environ={})
+    with pytest.raises(ValueError, match="plain keys are not accepted"):
+        KeyRing.from_config({"keys": [{"org": "x", "key": "k1"}]})
+    with pytest.raises(ValueError, match="unknown scopes"):
+        KeyRing.from_config({"keys": [{"org": "x", "sha256": sha256("k"), "scopes": ["root"]}]})
 
 
 @pytest.mark.parametrize("raw,words", [(b"\xff", "UTF-8"), (b"", "empty"), (b"{", "malformed JSON"),

@@ -146,6 +146,15 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
                     metrics=metrics, info=info, features=cfg.training.features,
                     bundle_options=OmegaConf.to_container(cfg.training.bundle, resolve=True),
                     knn=knn, mf_weight=ev.mf_weight)
+        if cfg.training.bundle.get("onnx", False):   # the encoder as served: shipped and measured
+            from training.served import served_classifier_report, ship_onnx_encoder
+            t0 = time.time()
+            ship_onnx_encoder(clf, bundle_dir)
+            served = R.classifier_metrics(served_classifier_report(clf, bundle_dir, data, clf_cfg.calibration_bins),
+                                          "classifier/test_served_onnx_int8")
+            served["time/onnx_export_s"] = time.time() - t0
+            metrics.update(served)
+            tracker.log_metrics(served)
         model_uri = tracker.log_bundle(bundle_dir)
         selection = tracker.select_and_register(model_uri, metrics, run.info.run_id)
         if selection["promoted"]:

@@ -24,7 +24,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -106,6 +106,11 @@ class BundleScorer(LearnedScorer):
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
         emb, probs = self.classifier.forward_texts(list(texts))
+        return self.from_embeddings(texts, emb, probs)
+
+    def from_embeddings(self, texts: Sequence[str], emb: np.ndarray, probs: np.ndarray) -> Scores:
+        """The quality head on the encoder pass's embeddings (`classifier.from_pooled`);
+        the served scorer (autoroute.compose) runs the encoder pass itself."""
         quality = None
         if self.preference is not None and self.models:
             feats = self.encoder.encode(list(texts)) if self.encoder is not None else emb
@@ -176,9 +181,11 @@ def read_manifest(folder: str | Path) -> dict:
     return man
 
 
-def load_scorer(folder: str | Path, quantize: bool | None = None, num_threads: int | None = None
-                ) -> BundleScorer:
-    """The learned scorer of a bundle; `quantize` defaults to the snapshot's bundle.quantize."""
+def load_scorer(folder: str | Path, quantize: bool | None = None, num_threads: int | None = None,
+                knn_search: Callable[[KNNQuality], Any] | None = None) -> BundleScorer:
+    """The learned scorer of a bundle; `quantize` defaults to the snapshot's bundle.quantize;
+    `knn_search(knn)` builds another search with the same answers for the kNN head
+    (autoroute.knn_search.FastKNN), kept only when it can be built."""
     from autoroute.classifier import TaskClassifier
     from autoroute.preference import PreferenceModel
 
@@ -195,6 +202,11 @@ def load_scorer(folder: str | Path, quantize: bool | None = None, num_threads: i
                                         max_length=clf.max_length))
     threads = num_threads if num_threads is not None else opts.get("num_threads")
     knn = KNNQuality.load(folder / "knn.npz") if (folder / "knn.npz").exists() else None
+    if knn is not None and knn_search is not None:
+        try:
+            knn = knn_search(knn)
+        except ValueError as err:
+            log.warning("bundle %s: exact kNN search kept: %s", folder, err)
     return BundleScorer(clf, pref, man.get("models", []), man.get("preference_ids", []), encoder, threads,
                         knn=knn, mf_weight=float(man.get("mf_weight", 1.0)))
 
@@ -206,10 +218,14 @@ def load_bundle_config(folder: str | Path, overrides: Sequence[str] = ()) -> Dic
     return snap
 
 
-def load_router(folder: str | Path, overrides: Sequence[str] = (), degraded_ok: bool = False):
+def load_router(folder: str | Path, overrides: Sequence[str] = (), degraded_ok: bool = False,
+                parts: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+                knn_search: Callable[[KNNQuality], Any] | None = None):
     """The full router (catalog + rules + settings from the snapshot, the learned
     scorer, the Tier 4 table). `overrides` are dotlist edits of the snapshot,
     e.g. ``router.settings.cost_weight_max=0.5`` or ``bundle.quantize=false``.
+    `parts(scorer, user_preference) -> (scorer, user_preference)` composes the
+    served versions of the two (autoroute.compose) before the router is built.
 
     With `degraded_ok`, a bundle whose learned parts cannot be loaded still
     gives a rules-only router marked ``degraded``; otherwise the error is raised."""
@@ -222,7 +238,7 @@ def load_router(folder: str | Path, overrides: Sequence[str] = (), degraded_ok: 
     opts = cfg.get("bundle", {}) or {}
     try:
         scorer = load_scorer(folder, quantize=bool(opts.get("quantize", False)),
-                             num_threads=opts.get("num_threads"))
+                             num_threads=opts.get("num_threads"), knn_search=knn_search)
         up_path = folder / "user_preference.json"
         user_pref = load_user_preference(up_path) if up_path.exists() else NoUserPreference()
     except Exception as err:  # noqa: BLE001 - any broken learned part
@@ -231,6 +247,8 @@ def load_router(folder: str | Path, overrides: Sequence[str] = (), degraded_ok: 
         log.warning("bundle %s: learned tiers unavailable (%s); serving rules and catalog priors only",
                     folder, err)
         return build_router(cfg, scorer=None, user_preference=NoUserPreference(), degraded=True)
+    if parts is not None:
+        scorer, user_pref = parts(scorer, user_pref)
     return build_router(cfg, scorer=scorer, user_preference=user_pref)
 
 

@@ -103,11 +103,13 @@ def read_feedback(db: Path) -> pd.DataFrame:
 
 
 def validate_feedback(df: pd.DataFrame, catalog: Catalog | None = None) -> pd.DataFrame:
-    """Rows with a bad event, empty prompt or unknown model raise: the log is written by our service."""
+    """Rows with a bad event or unknown model raise: the log is written by our service. An empty
+    prompt is allowed: the service does not store prompts (`serving.log.store_prompts=false`) or
+    blanked them after `serving.log.prompt_retention_days`; such rows count for Tier 4 only."""
     missing = [c for c in FEEDBACK_COLUMNS if c not in df]
     if missing:
         raise ValueError(f"feedback log: columns {missing} missing")
-    bad = ~df["event"].isin(EVENTS) | df["prompt"].fillna("").str.strip().eq("")
+    bad = ~df["event"].isin(EVENTS)
     if bad.any():
         first = df[bad].index[0]
         raise ValueError(f"feedback log: {int(bad.sum())} malformed rows (first: row {first}, event "
@@ -140,7 +142,8 @@ def feedback_to_comparisons(df: pd.DataFrame) -> pd.DataFrame:
     from autoroute.data.dedup import prompt_id
 
     before = shown_before(df) if len(df) else df.get("routed_model", pd.Series(dtype="object"))
-    keep = df["event"].isin(["override", "regenerate"]) & (df["chosen_model"] != before)
+    keep = (df["event"].isin(["override", "regenerate"]) & (df["chosen_model"] != before)
+            & df["prompt"].fillna("").str.strip().ne(""))
     moved, left = df[keep], before[keep]
     out = pd.DataFrame({
         "prompt_id": moved["prompt"].map(prompt_id), "prompt": moved["prompt"],

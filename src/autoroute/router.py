@@ -174,8 +174,9 @@ class Router:
         kept = []
         for m in pool:
             card = cat.cards[m]
-            if card.context_window and sig.estimated_tokens > card.context_window:
-                dropped.append(f"{m}: context window {card.context_window} < ~{sig.estimated_tokens} tokens")
+            need = sig.estimated_tokens + (request.expected_output_tokens or 0)   # prompt + requested output
+            if card.context_window and need > card.context_window:
+                dropped.append(f"{m}: context window {card.context_window} < ~{need} tokens")
             elif (request.needs.vision or "images" in sig.fired) and not card.vision:
                 dropped.append(f"{m}: no vision support")
             elif request.needs.tools and not card.tools:

@@ -237,3 +237,22 @@ def extract(request: Request, *, chars_per_token: float = 4.0, long_conversation
         if s.sensitive:
             fired.add("sensitive_data")
     return s
+
+
+def redact(text: str) -> str:
+    """`text` with every sensitive span `find_sensitive` detects replaced by
+    `[kind]` (what the service writes to its log, metrics and messages)."""
+    found = find_sensitive(text)
+    if not found:
+        return text
+    if "secret" in found:
+        text = SECRET.sub("[secret]", text)
+    if "email" in found:
+        text = EMAIL.sub("[email]", text)
+    if "card_number" in found:
+        text = NUMERIC_RUN.sub(lambda m: "[card_number]" if _has_card_number(m.group()) else m.group(), text)
+    if "national_id" in found:
+        text = NINO.sub("[national_id]", SSN.sub("[national_id]", text))
+    if "phone" in found:
+        text = PHONE.sub("[phone]", text)
+    return text
