@@ -96,7 +96,7 @@ print(export_to_bentoml({str(tmp / 'challenger')!r}, "autoroute-challenger"))
     for mode in ("ab", "shadow"):     # started together, waited for together
         (tmp / mode).mkdir()
         overrides = serving_overrides(tmp / mode, keys=False, extra=[
-            "serving.on_model_error=refuse", "serving.runtime=torch",
+            "serving.on_model_error=refuse", "serving/encoder=torch",
             "serving.challenger.model=autoroute-challenger:latest", f"serving.challenger.mode={mode}",
             "serving.challenger.ab_share=0.5", "serving.challenger.salt=test"])
         servers[mode] = start_server(tmp / mode, overrides, bentoml_home=tiny_run["bentoml_home"], wait=False)
