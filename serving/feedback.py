@@ -3,7 +3,8 @@
 A feedback event names a decision. It is refused, with a message that says
 what is wrong, when the decision is unknown (404), a model it names is not
 in the catalog (400), it comes from another user or org than the decision's
-(403), or it does not fit the event (an override to the model already
+(403; a decision made without an org takes no feedback under an org's key),
+or it does not fit the event (an override to the model already
 routed, 400). Ratings out of 1..5 are refused by the schema before this.
 
 Attribution: the log row's ``chosen_model`` is the model whose answer the
@@ -50,9 +51,10 @@ def feedback_row(feedback: Feedback, row: dict[str, Any] | None, catalog, store,
         raise FeedbackRejected(f"user_id: decision {fid} was made {whose}; feedback must come from the user the "
                                "decision was made for", 403, "wrong_user")
     org = row.get("org_id")
-    if feedback.org_id is not None and org is not None and feedback.org_id != org:
-        raise FeedbackRejected(f"org_id: decision {fid} belongs to another org than {feedback.org_id!r}", 403,
-                               "forbidden")
+    if feedback.org_id is not None and feedback.org_id != org:     # with API keys: the key's org
+        whose = "without an org" if org is None else "for another org"
+        raise FeedbackRejected(f"org_id: decision {fid} was made {whose}, not {feedback.org_id!r}; feedback goes "
+                               "to the decision's own org", 403, "forbidden")
     routed = row["selected_model"]
     chosen = None
     if feedback.chosen_model is not None:
@@ -67,4 +69,4 @@ def feedback_row(feedback: Feedback, row: dict[str, Any] | None, catalog, store,
         chosen = current_model(store, fid, routed)
     return {"decision_id": fid, "prompt": row.get("prompt") or "", "routed_model": routed, "chosen_model": chosen,
             "event": feedback.event, "rating": float(feedback.rating) if feedback.rating is not None else None,
-            "user_id": owner, "org_id": org or feedback.org_id, "ts": ts}
+            "user_id": owner, "org_id": org, "ts": ts}

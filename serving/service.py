@@ -27,9 +27,9 @@ from serving.admission import Admission
 from serving.auth import AuthError, KeyRing
 from serving.feedback import FeedbackRejected, feedback_row
 from serving.guard import Guard, error_body
+from serving.pages import add_pages
 from serving.proxy import AUTO_MODES, Cooldown, UpstreamError, Upstreams, decision_field, decision_headers, \
     openai_chunks, to_route_request
-from serving.pages import add_pages
 from serving.runtime import (LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher, arm_of,
                              bundle_info, check_bundle, load_challenger, load_champion, load_serving_config,
                              route_many, serving_overrides, to_plain)
@@ -291,9 +291,8 @@ class AutoRoute:
         except FeedbackRejected as err:
             return PlainJSON(orjson.loads(error_body("/feedback", err.status, str(err), err.code)),
                              status_code=err.status)
-        if feedback.org_id is not None and feedback.org_id != row.get("org_id"):   # the key's org (set by the guard)
-            return PlainJSON({"error": f"org_id: decision {feedback.decision_id} was made for another org; "
-                                       "feedback goes to the decision's own", "code": "forbidden"}, status_code=403)
+        except LogUnavailable as err:
+            return _error("/feedback", err)
         routed, chosen = event["routed_model"], event["chosen_model"]
         try:
             await asyncio.to_thread(self.store.add_feedback, [event])

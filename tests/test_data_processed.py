@@ -29,15 +29,20 @@ def data():
             "comparisons": pd.read_parquet(PROCESSED / "comparisons.parquet", columns=["prompt", "model_a", "model_b",
                                                                                         "split", "preference"]),
             "outcomes": pd.read_parquet(PROCESSED / "outcomes.parquet", columns=["prompt", "model", "split", "fold",
-                                                                                  "score"]),
+                                                                                  "score", "source"]),
             "manifest": json.loads((PROCESSED / "manifest.json").read_text())}
 
 
 def test_no_prompt_in_training_and_evaluation(data):
+    """The never_train benchmark rows (GSM8K, MMLU) are classifier-only evaluation data: they are
+    kept out of the classifier's training (test below); the preference model's outcome rows of
+    those benchmarks are its own training data (its leave-one-benchmark-out drops them per fold)."""
     p, c, o = data["prompts"], data["comparisons"], data["outcomes"]
+    never = set(load_config().data.prompts.never_train)
     train = set(pd.concat([p["train"]["prompt"], c.loc[c["split"] == "train", "prompt"],
                            o.loc[o["split"] == "train", "prompt"]]).drop_duplicates().map(normalize_text))
-    ev = set(pd.concat([p["validation"]["prompt"], p["test"]["prompt"], c.loc[c["split"] == "test", "prompt"],
+    test = p["test"][~p["test"]["group"].isin(never)]
+    ev = set(pd.concat([p["validation"]["prompt"], test["prompt"], c.loc[c["split"] == "test", "prompt"],
                         o.loc[o["split"] != "train", "prompt"]]).drop_duplicates().map(normalize_text))
     assert not train & ev
 
@@ -62,6 +67,21 @@ def test_card_counts_match_manifest(data):
             assert re.search(rf"\| {kind} \| {split} \| {info['rows']} \|", card), (kind, split)
     for split in ("train", "validation", "test"):
         assert len(data["prompts"][split]) == data["manifest"]["outputs"]["prompts"][split]["rows"]
+
+
+def test_gsm8k_and_mmlu_never_in_classifier_training(data):
+    """The classifier's (= the shared encoder's) training data holds no GSM8K or MMLU prompt nor
+    a near-duplicate of one: those benchmarks are evaluated leave-one-benchmark-out."""
+    p, o = data["prompts"], data["outcomes"]
+    never = set(load_config().data.prompts.never_train)
+    assert {"gsm8k", "llmrouter_query:gsm8k", "llmrouter_query:mmlu"} <= never
+    fit = pd.concat([p["train"], p["validation"]])
+    assert not fit["group"].isin(never).any()
+    assert {"gsm8k", "llmrouter_query:mmlu"} <= set(p["test"]["group"])   # held out, evaluated
+    bench = set(p["test"].loc[p["test"]["group"].isin(never), "dup_group"])
+    bench |= set(o.loc[o["source"].isin(["routellm_gsm8k", "routellm_mmlu"]), "prompt"].map(normalize_text))
+    assert not fit["dup_group"].isin(bench).any()
+    assert not fit["prompt"].map(normalize_text).isin(bench).any()
 
 
 def test_modern_splits_on_the_real_data(data):

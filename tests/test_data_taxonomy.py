@@ -31,14 +31,40 @@ def test_every_mapped_task_is_in_the_taxonomy():
     ("alpaca_seed", "plan_a_trip", "Make a list of things to do in Paris.", "planning"),
     ("summarization", "samsum_Write_a_dialogue_that_match_this_summary", "", "creative_writing"),
     ("humaneval", "humaneval", "def f(x):", "coding"),
+    ("gsm8k", "gsm8k_train", "Tom has 3 apples and buys 5 more. How many does he have?", "math"),
+    ("translation", "ted_ende", "Translate the following into German: Hello.", "translation"),
+    ("summarization", "xsum_DOC_tldr", "", "summarization"),
+    ("summarization", "cnn_dailymail_3_0_0_news_stock", "", "analysis"),
+    ("llmrouter_query", "mbpp", "", "coding"),
+    ("llmrouter_query", "agentverse-logicgrid", "", "math"),
+    ("llmrouter_query", "commongen", "", "creative_writing"),
+    ("arena_hard_v2", "math", "", "math"),
+    ("arena_hard_v01", "Research Trends in AI", "", "research"),
+    ("codealpaca", "new_codealpaca", "Review the following code and suggest improvements.", "code_review"),
+    ("self_instruct", "Grammarly", "Rewrite the given text to sound more professional.", "creative_writing"),
+    ("alpaca_seed", "summarize_article", "Summarize the article below in two sentences.", "summarization"),
+    ("zeroeval_prompts", "crux", "You are given a Python function and an assertion ...", "coding"),
+    ("swebench_prompts", "django", "QuerySet.ordered is wrong for GROUP BY queries", "debugging"),
+    ("alpaca_eval_instructions", "helpful_base", "How do I wrap a present neatly?", "simple_qa"),
+    ("alpaca_eval_instructions", "koala", "Write a poem about the sea.", "creative_writing"),
+    ("alpaca_eval_instructions", "oasst", "Translate this into French: good morning", "translation"),
+    ("alpaca_eval_instructions", "oasst", "Write a Python function that reverses a string.", "coding"),
+    ("authored", "essay", "", None),     # authored rows carry their task; no mapping from a label
 ])
 def test_mapping_examples(source, label, prompt, task):
     assert map_label(source, label, prompt) == task
 
 
+def test_every_prompt_source_has_a_mapping():
+    from autoroute.data.normalize import PROMPT_SOURCES
+    for source in PROMPT_SOURCES:
+        map_label(source, "x", "x")   # raises KeyError for a source without a mapping
+
+
 def test_unknown_labels_are_unmapped_not_guessed():
     assert map_label("llmrouter_query", "some_new_task") is None
     assert map_label("arena_hard_v01", "Xyzzy Plugh") is None
+    assert map_label("zeroeval_prompts", "math-l6") is None
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")

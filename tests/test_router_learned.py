@@ -48,12 +48,31 @@ def test_confident_classifier_decides_the_task(cfg, scorer):
     assert "classified as creative writing" in d.reason
 
 
-def test_low_confidence_falls_back_to_the_space_default_and_says_so(cfg, scorer):
+def test_low_confidence_follows_the_preference_model_and_says_so(cfg):
+    """Unsure classifier: no Space default is forced; the model with the best predicted
+    quality for this prompt wins (here the preference model rates a mid-priced model best)."""
+    offered = ["claude-opus-4.5", "claude-sonnet-4", "claude-haiku-4.5", "gpt-5.2", "gpt-4o", "gpt-4o-mini",
+               "gemini-3-pro", "deepseek-v3"]
+    quality = {UNSURE: {m: 0.3 for m in offered} | {"gpt-4o": 0.97}}
+    scorer = TableScorer(probs={UNSURE: {"analysis": 0.3, "research": 0.25}}, quality=quality, models=offered)
     router = build_router(cfg, scorer=scorer)
-    d = router.route(Request.from_prompt(UNSURE))
+    d = router.route(Request.from_prompt(UNSURE, cost_quality=0.9))
+    assert d.tier == 3 and d.task == "general" and d.selected_model == "gpt-4o"
+    assert "classifier unsure (0.30 for analysis), so the best predicted quality for this prompt" in d.reason
+    # the user's own Space preference is explicit context and still wins
+    d = router.route(Request.from_prompt(UNSURE, space=Space(type="general", preferred_models=["deepseek-v3"])))
+    assert d.selected_model == "deepseek-v3"
+
+
+class ProbsOnlyScorer(TableScorer):
+    def score(self, texts):
+        return Scores(task_probs=super().score(texts).task_probs, quality=None, models=())
+
+
+def test_low_confidence_without_quality_predictions_falls_back_to_the_space_default(cfg):
+    scorer = ProbsOnlyScorer(probs={UNSURE: {"analysis": 0.3, "research": 0.25}}, quality={}, models=[])
+    d = build_router(cfg, scorer=scorer).route(Request.from_prompt(UNSURE))
     assert d.selected_model == "claude-sonnet-4" and "classifier unsure" in d.reason and "general Space" in d.reason
-    d = router.route(Request.from_prompt(UNSURE, space=Space(type="general", preferred_models=["gpt-4o"])))
-    assert d.selected_model == "gpt-4o"
 
 
 def test_learned_quality_replaces_the_prior_for_known_models(cfg, scorer):

@@ -94,6 +94,7 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         metrics.update(R.classifier_metrics(clf_report))
         if "int8" in clf_report:   # what the int8 serving encoder scores
             metrics.update(R.classifier_metrics(clf_report["int8"], "classifier/test_int8"))
+        metrics.update(R.classifier_metrics(clf_report["validation"], "classifier/validation"))
         metrics["time/classifier_s"] = time.time() - t0
         tracker.log_metrics(metrics)
         # ---- features (one pass of the fine-tuned encoder) and the preference model

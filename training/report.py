@@ -84,6 +84,11 @@ def format_table(metrics: dict[str, float]) -> str:
                      f"{int(metrics['routerbench/n_prompts'])} test prompts")
     clf = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("classifier/test/")
            and k.count("/") == 2}
+    loso = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("classifier/loso_int8/")
+            and k.count("/") == 2}
+    if loso:
+        lines.append("classifier, leave-one-source-group-out, int8 as served: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in loso.items() if k != "n") + f", n {int(loso.get('n', 0))}")
     if clf:
         lines.append("classifier (held-out sources): " + ", ".join(
             f"{k} {v:.3f}" for k, v in clf.items() if k != "n") + f", n {int(clf.get('n', 0))}")
@@ -149,7 +154,8 @@ def plot_n_model(ev: NModelEval | None, folder: Path) -> list[Path]:
     return [path]
 
 
-def plot_confusion(report: dict, folder: Path) -> list[Path]:
+def plot_confusion(report: dict, folder: Path, name: str = "classifier_confusion.png",
+                   title: str = "task classifier, held-out sources") -> list[Path]:
     plt = _plt()
     cm = np.array(report["confusion"], dtype=float)
     labels = report["labels"]
@@ -165,8 +171,8 @@ def plot_confusion(report: dict, folder: Path) -> list[Path]:
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"task classifier, held-out sources (macro-F1 {report['macro_f1']:.3f})")
-    path = folder / "classifier_confusion.png"
+    ax.set_title(f"{title} (macro-F1 {report['macro_f1']:.3f})")
+    path = folder / name
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

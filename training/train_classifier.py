@@ -36,15 +36,21 @@ def run(cfg: ClassifierConfig, data: TrainingData, out_dir: str | Path, int8: bo
     check_labels(cfg)
     tr, va, te = data.prompts["train"], data.prompts["validation"], data.prompts["test"]
     clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
-                                  va["task"].tolist(), cfg, Path(out_dir) / "classifier_trainer")
+                                  va["task"].tolist(), cfg, Path(out_dir) / "classifier_trainer",
+                                  train_sources=tr["source"].tolist() if "source" in tr else None)
     te = te[te["task"].isin(clf.labels)]
     index = {t: i for i, t in enumerate(clf.labels)}
     probs = clf.predict_proba(te["prompt"].tolist(), progress=cfg.progress)
     report = classification_report(probs, te["task"].map(index).to_numpy(), clf.labels, cfg.calibration_bins)
+    served = clf.quantized() if int8 else clf
     if int8:
-        p8 = clf.quantized().predict_proba(te["prompt"].tolist(), progress=cfg.progress)
+        p8 = served.predict_proba(te["prompt"].tolist(), progress=cfg.progress)
         report["int8"] = classification_report(p8, te["task"].map(index).to_numpy(), clf.labels,
                                                cfg.calibration_bins)
+    # the model as served on the validation split: what model selection may look at
+    va = va[va["task"].isin(clf.labels)]
+    report["validation"] = classification_report(served.predict_proba(va["prompt"].tolist()),
+                                                 va["task"].map(index).to_numpy(), clf.labels, cfg.calibration_bins)
     if "source" in te:
         report["per_source_accuracy"] = {
             s: float((probs[m.to_numpy()].argmax(1) == te["task"].map(index).to_numpy()[m.to_numpy()]).mean())

@@ -37,7 +37,9 @@ class ClassifierConfig:
     warmup_ratio: float = 0.1
     dropout: float = 0.1
     max_per_task: int | None = 400      # cap of training prompts per task (balance + time)
+    balance_sources: bool = True        # the cap draws round-robin across sources (diversity per task)
     class_weighting: bool = True        # inverse-frequency loss weights
+    label_smoothing: float = 0.0        # cross-entropy label smoothing (noisy rule labels, calibration)
     calibration_bins: int = 15
     seed: int = 42
     use_cpu: bool = False               # force CPU even when an accelerator is present
@@ -49,9 +51,10 @@ class TaskClassifierModel(nn.Module):
     """Encoder -> mean pooling -> dropout -> linear head."""
 
     def __init__(self, encoder: nn.Module, n_labels: int, dropout: float = 0.1,
-                 class_weights: torch.Tensor | None = None):
+                 class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0):
         super().__init__()
         self.encoder = encoder
+        self.label_smoothing = float(label_smoothing)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(int(encoder.config.hidden_size), n_labels)
         self.register_buffer("class_weights", class_weights if class_weights is not None
@@ -66,7 +69,8 @@ class TaskClassifierModel(nn.Module):
         logits = self.head(self.dropout(self.pooled(input_ids, attention_mask, token_type_ids)))
         out = {"logits": logits}
         if labels is not None:
-            out["loss"] = nn.functional.cross_entropy(logits, labels, weight=self.class_weights)
+            out["loss"] = nn.functional.cross_entropy(logits, labels, weight=self.class_weights,
+                                                      label_smoothing=self.label_smoothing)
         return out
 
 
@@ -233,22 +237,34 @@ class TaskClassifier:
 
 
 # ----------------------------------------------------------------------------- training
-def _balanced(texts: Sequence[str], labels: np.ndarray, cap: int | None, seed: int):
+def _balanced(texts: Sequence[str], labels: np.ndarray, cap: int | None, seed: int,
+              sources: Sequence[str] | None = None):
+    """At most `cap` rows per label, seeded; with `sources`, drawn round-robin across the
+    sources of each label so a large source does not crowd out the small ones."""
     if not cap:
         return list(texts), labels
     rng = np.random.default_rng(seed)
     keep = []
     for k in np.unique(labels):
-        idx = np.flatnonzero(labels == k)
-        keep.extend(rng.permutation(idx)[:cap].tolist())
+        idx = rng.permutation(np.flatnonzero(labels == k))
+        if sources is not None:
+            rank = np.zeros(len(idx), dtype=int)
+            seen: dict[str, int] = {}
+            for j, i in enumerate(idx):
+                rank[j] = seen.get(sources[i], 0)
+                seen[sources[i]] = rank[j] + 1
+            idx = idx[np.argsort(rank, kind="stable")]
+        keep.extend(idx[:cap].tolist())
     keep = np.array(sorted(keep), dtype=int)
     return [texts[i] for i in keep], labels[keep]
 
 
 def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
                      val_texts: Sequence[str], val_labels: Sequence[str],
-                     config: ClassifierConfig, output_dir: str | Path) -> tuple[TaskClassifier, dict]:
+                     config: ClassifierConfig, output_dir: str | Path,
+                     train_sources: Sequence[str] | None = None) -> tuple[TaskClassifier, dict]:
     """Fine-tune with HF `Trainer`, then fit the temperature on the validation split.
+    `train_sources` (the source of each training row) lets the per-task cap balance sources.
 
     Works unchanged under ``accelerate launch --num_processes N``: the Trainer
     shards the batches; every process returns the same trained model."""
@@ -264,7 +280,8 @@ def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
         raise ValueError(f"classifier: task labels {unknown} are not in classifier.labels {list(names)}")
     set_seed(cfg.seed)
     y_train = np.array([index[t] for t in train_labels], dtype=np.int64)
-    texts, y_train = _balanced(list(train_texts), y_train, cfg.max_per_task, cfg.seed)
+    sources = list(train_sources) if (train_sources is not None and cfg.balance_sources) else None
+    texts, y_train = _balanced(list(train_texts), y_train, cfg.max_per_task, cfg.seed, sources)
     y_val = np.array([index[t] for t in val_labels], dtype=np.int64)
 
     path = resolve_encoder(cfg.encoder)
@@ -275,7 +292,7 @@ def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
     if cfg.class_weighting:
         w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
         weights = torch.tensor(w, dtype=torch.float32)
-    model = TaskClassifierModel(encoder, len(names), cfg.dropout, weights)
+    model = TaskClassifierModel(encoder, len(names), cfg.dropout, weights, cfg.label_smoothing)
 
     def tokenize(batch):
         return tokenizer(batch["text"], truncation=True, max_length=cfg.max_length)

@@ -258,7 +258,12 @@ class Router:
             if learned_probs is not None:
                 k = int(np.argmax(learned_probs))
                 task, confidence = TASKS[k], float(learned_probs[k])
-                if confidence < s.classifier_min_confidence:
+                if confidence < s.classifier_min_confidence and scores.quality is not None:
+                    # no task label is trusted: the preference model's per-prompt quality decides
+                    why = (f"classifier unsure ({confidence:.2f} for {TASK_LABELS[task]}), so the best "
+                           f"predicted quality for this prompt")
+                    prefer, task = list(plan.prefer), None
+                elif confidence < s.classifier_min_confidence:
                     space = request.space.type if request.space else "general"
                     fallback = (self.rules.get("spaces") or {}).get(space) or {}
                     why = (f"classifier unsure ({confidence:.2f} for {TASK_LABELS[task]}), "

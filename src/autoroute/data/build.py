@@ -50,13 +50,12 @@ def group_prompts(tables: list[pd.DataFrame], nd: dict) -> dict[str, str]:
     return dict(zip(ids, ids[roots]))
 
 
-def authored_test_groups(prompts: pd.DataFrame, fraction: float, seed: int) -> set[str]:
-    """Whole source_label groups of each authored task, held out for the classifier test."""
-    held: set[str] = set()
-    authored = prompts[prompts["source"] == "authored"]
-    for _, rows in authored.groupby("task"):
-        held |= pick_groups(rows["group"].value_counts(), fraction, seed, "authored_test")
-    return held
+def authored_test_rows(prompts: pd.DataFrame, fraction: float, seed: int) -> pd.Series:
+    """A seeded share of the rows of every authored style group (task x source_label) held out
+    for the classifier test: every style keeps most of its rows in training. (The
+    leave-one-source-group-out protocol holds out the authored prompts as a whole.)"""
+    authored = prompts["source"] == "authored"
+    return authored & prompts["prompt_id"].map(lambda k: hash_fraction(k, seed, "authored_test", fraction))
 
 
 def derive_pairs(outcomes: pd.DataFrame, sources: list[str], include_ties: bool, seed: int) -> pd.DataFrame:
@@ -109,13 +108,19 @@ def run(cfg: DictConfig) -> dict:
     outcomes = modern.assign_splits(outcomes, params["modern"], seed)
     evaluation = set(outcomes.loc[outcomes["split"].isin(EVAL_SPLITS), "dup_group"])
     pp = params["prompts"]
-    held = set(pp["test_groups"]) | authored_test_groups(prompts, float(pp["authored_test_fraction"]), seed)
-    prompts["split"] = np.where(prompts["group"].isin(held), "test", "train")
+    held = prompts["group"].isin(set(pp["test_groups"]))
+    held |= authored_test_rows(prompts, float(pp["authored_test_fraction"]), seed)
+    prompts["split"] = np.where(held, "test", "train")
     evaluation |= set(prompts.loc[prompts["split"] == "test", "dup_group"])
+    # benchmarks evaluated leave-one-benchmark-out (GSM8K, MMLU): classifier test only, and
+    # no near-duplicate of them in the classifier's (= the shared encoder's) training data
+    never = prompts["group"].isin(list(pp.get("never_train") or []))
+    prompts.loc[never, "split"] = "test"
+    classifier_only = set(prompts.loc[never, "dup_group"])
 
     # 2. classifier validation, from groups no preference data uses
     busy = set(comparisons["dup_group"]) | set(outcomes["dup_group"])
-    pool = prompts[(prompts["split"] == "train") & ~prompts["dup_group"].isin(evaluation | busy)]
+    pool = prompts[(prompts["split"] == "train") & ~prompts["dup_group"].isin(evaluation | busy | classifier_only)]
     for _, rows in pool.groupby("task"):
         val = pick_groups(rows["dup_group"].value_counts(), float(pp["validation_fraction"]), seed, "validation")
         prompts.loc[prompts.index.isin(rows.index) & prompts["dup_group"].isin(val), "split"] = "validation"
@@ -130,12 +135,13 @@ def run(cfg: DictConfig) -> dict:
     comparisons["split"] = np.where(comparisons["dup_group"].isin(evaluation), "test", "train")
 
     # 4. no training row may share a group with evaluation data
-    def drop_leaks(df: pd.DataFrame, name: str) -> pd.DataFrame:
-        leak = (df["split"] == "train") & df["dup_group"].isin(evaluation)
+    def drop_leaks(df: pd.DataFrame, name: str, extra: set[str] = frozenset()) -> pd.DataFrame:
+        leak = (df["split"] == "train") & df["dup_group"].isin(evaluation | extra)
         for src, n in df.loc[leak, "source"].value_counts().items():
             drops.add(f"{name}_train_near_duplicate_of_evaluation", src, n)
         return df[~leak]
-    prompts, outcomes = drop_leaks(prompts, "prompts"), drop_leaks(outcomes, "outcomes").copy()
+    prompts = drop_leaks(prompts, "prompts", classifier_only)
+    outcomes = drop_leaks(outcomes, "outcomes").copy()
 
     # 5. derived comparisons from the (leak-free) outcomes
     cp = params["comparisons"]

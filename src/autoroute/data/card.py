@@ -7,6 +7,7 @@ Every count in the card is read from ``data/processed/manifest.json`` and
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 import yaml
 
 from autoroute.data.io import read_json, stage_config
-from autoroute.data.taxonomy import mapping_tables
+from autoroute.data.taxonomy import PRIMARY_LABEL_RULES, mapping_tables, review_agreement
 from autoroute.priors import TASK_CATEGORIES
 from autoroute.types import TASKS
 
@@ -41,6 +42,8 @@ LICENCES = {
     "zeroeval": ("modern", "WildEval/ZeroEval@8c1485ed", "Apache-2.0"),
     "arena_ratings": ("modern", "lmarena/arena-catalog@c9558b60 leaderboard-text.json (2025-12-17)",
                       "no licence file (public leaderboard figures)"),
+    "modern_prompts": ("modern", "WildEval/ZeroEval@8c1485ed (CRUXEval); gruckion/mini-swe-agent@d12a71af "
+                       "(SWE-bench Verified issues)", "Apache-2.0 (ZeroEval); MIT (SWE-bench prompts)"),
 }
 TABLE_OWNER = {"routellm_mmlu_contaminated": "routellm_mmlu", "routellm_gsm8k_contaminated": "routellm_gsm8k",
                "routerbench_arc_challenge": "routerbench", "routerbench_mbpp": "routerbench",
@@ -48,7 +51,8 @@ TABLE_OWNER = {"routellm_mmlu_contaminated": "routellm_mmlu", "routellm_gsm8k_co
                "llmrouter_dcrouter": "llmrouter", "llmrouter_candidates": "llmrouter",
                "alpaca_eval_instructions": "alpaca_eval", "arena_rated": "arena", "arena_hard_v01": "arena_hard",
                "arena_hard_v2": "arena_hard", "swebench_verified_prompts": "swebench_verified",
-               "zeroeval_prompts": "zeroeval"}
+               "zeroeval_prompts": "zeroeval", "zeroeval_prompts_labelled": "modern_prompts",
+               "swebench_prompts": "modern_prompts"}
 
 INTRO = """# Data card
 
@@ -87,14 +91,19 @@ user statistics) -> `card` (this file). Parameters: `conf/data/default.yaml`.
   ZeroEval GSM8K) and
   `eval` (RouteLLM MMLU and GSM8K, RouteLLM's contaminated prompts removed,
   folds 0-4 by near-duplicate group), the classifier `test` (whole held-out
-  sources: {test_groups}; for authored tasks {authored_frac:.0%} of each
-  task's `source_label` groups), the classifier `validation` (seeded
+  sources: {test_groups}; and a seeded {authored_frac:.0%} of the authored rows
+  of every style group), the classifier `validation` (seeded
   {val_frac:.0%} of the remaining groups, only from groups no preference data
   uses), and the comparison `test` (comparisons on any evaluation prompt, plus
   a seeded {cmp_frac:.0%} of the other Arena / AlpacaEval prompt groups).
 - Every training row of any output whose near-duplicate group holds
   evaluation data is dropped (counted below), so no prompt text, nor a
   near-duplicate, is in both a training and an evaluation split.
+- Benchmarks evaluated leave-one-benchmark-out ({never_train}) are never in the
+  classifier's training or validation data (its fine-tuned encoder is the
+  preference model's): their rows are classifier `test` only, and every
+  classifier training row near-duplicate to one of them is dropped. Their
+  outcome rows stay preference-model data (its evaluation drops them per fold).
 - Classifier train is capped at {cap_train} rows per task (validation
   {cap_val}, test {cap_test}), drawn round-robin across sources.
 - Derived comparisons: per prompt, every pair of models of a RouterBench or
@@ -110,9 +119,33 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(manifest: dict, feedback: dict | None, priors_path: Path | None = None, catalog_cfg=None) -> str:
+def render_review(reviews: list[dict], current: dict[str, str]) -> str:
+    """The hand review of a random sample of every source's labels."""
+    rows = review_agreement(reviews, current)
+    total_r, total_a = sum(r["reviewed"] for r in rows), sum(r["agree"] for r in rows)
+    out = ["\n## Hand review of the labels\n\n"
+           "`data/label_review.jsonl`: a seeded random sample of 12 labelled prompts per source (all splits), "
+           "each read by an engineer and given the label the rules above call for (`reviewed_task`, with a note "
+           "where it differs). Agreement = share of reviewed rows whose pipeline label equals the reviewed one; "
+           "`stale` counts reviewed rows whose label has changed since the review. The authored rows were "
+           "reviewed by their authors (not an independent check).\n\n",
+           _table(["source", "reviewed", "agree", "agreement", "stale"],
+                  [[r["source"], r["reviewed"], r["agree"], f"{r['agree'] / r['reviewed']:.0%}", r["stale"]]
+                   for r in rows] + [["**all**", total_r, total_a, f"{total_a / max(total_r, 1):.0%}",
+                                      sum(r["stale"] for r in rows)]])]
+    fixes = [r for r in reviews if r["task"] != r["reviewed_task"]]
+    if fixes:
+        out.append("\nDisagreements (pipeline label -> reviewed label: note):\n\n")
+        out.extend(f"- {r['source']}: {r['task']} -> {r['reviewed_task']}: {r['note']} "
+                   f"(\"{r['prompt_start'][:70]}...\")\n" for r in fixes)
+    return "".join(out)
+
+
+def render(manifest: dict, feedback: dict | None, priors_path: Path | None = None, catalog_cfg=None,
+           review: str | None = None) -> str:
     p = manifest["params"]
     out = [INTRO.format(jaccard=p["near_dup"]["jaccard"], test_groups=", ".join(p["prompts"]["test_groups"]),
+                        never_train=", ".join(p["prompts"].get("never_train") or []),
                         authored_frac=p["prompts"]["authored_test_fraction"],
                         val_frac=p["prompts"]["validation_fraction"], cmp_frac=p["comparisons"]["test_fraction"],
                         cap_train=p["prompts"]["max_train_per_task"],
@@ -174,12 +207,25 @@ def render(manifest: dict, feedback: dict | None, priors_path: Path | None = Non
                "sources) and a seeded target language. Summarization requests: the real T0 templates, one template "
                "drawn per document so a document appears once.\n")
 
+    out.append("\n## Taxonomy rules for mixed requests and hard boundaries\n\n"
+               "The labels above, the authored prompts and the hand review follow these rules "
+               "(`PRIMARY_LABEL_RULES` in `src/autoroute/data/taxonomy.py`). The 11 task types are unchanged.\n\n")
+    out.append(_table(["case", "rule"], [[c, r] for c, r in PRIMARY_LABEL_RULES]))
+
     out.append("\n## Written by this project (`source=authored`)\n\n"
-               "`data/authored/<task>.jsonl`: realistic prompts for the task types no public source covers "
-               "(code_review, debugging, analysis, research, planning), kept in git. Rows per split:\n\n")
+               "`data/authored/<task>.jsonl`: prompts written by this project's engineers, not drawn from any "
+               "dataset, kept in git: the task types no public source covers (code_review, debugging, analysis, "
+               "research, planning) and the styles the public sources lack (`source_label`): short imperative "
+               "requests, essays, e-mails and letters, reviews, blog posts, scripts, role-play and persona prompts, "
+               "stories and poems, word problems, plain arithmetic, logic puzzles, \"given an array ...\" "
+               "problems, how-to and explain questions, translation and summarization requests, mixed requests and "
+               "multi-turn follow-ups (`followup`: the last user turn only, as the classifier sees it). "
+               "Rows per split:\n\n")
     auth = [[t] + [_authored(manifest, s, t) for s in ("train", "validation", "test")] for t in TASKS]
     out.append(_table(["task", "train", "validation", "test"], [r for r in auth if any(r[1:])]))
 
+    if review is not None:
+        out.append(review)
     out.append("\n## Feedback log\n\n")
     if feedback:
         out.append(f"`{feedback['feedback_db']}`: " + (f"{feedback['events']} events "
@@ -275,8 +321,16 @@ def run(cfg: DictConfig) -> Path:
     manifest = read_json(processed / "manifest.json")
     fb_path = processed / "feedback_manifest.json"
     feedback = read_json(fb_path) if fb_path.exists() else None
+    review = None
+    review_path = Path(cfg.paths.label_review)
+    if review_path.exists():
+        import pandas as pd
+        reviews = [json.loads(x) for x in review_path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        current = pd.concat([pd.read_parquet(processed / "prompts" / f"{s}.parquet", columns=["prompt_id", "task"])
+                             for s in ("train", "validation", "test")])
+        review = render_review(reviews, dict(zip(current["prompt_id"], current["task"])))
     card = Path(cfg.paths.data) / "README.md"
-    card.write_text(render(manifest, feedback, Path(cfg.paths.priors), cfg.catalog), encoding="utf-8")
+    card.write_text(render(manifest, feedback, Path(cfg.paths.priors), cfg.catalog, review), encoding="utf-8")
     return card
 
 

@@ -30,7 +30,8 @@ from autoroute.data.sources import SourceError
 from autoroute.data.taxonomy import map_label
 
 PROMPT_SOURCES = ["authored", "arena_hard_v01", "arena_hard_v2", "codealpaca", "humaneval", "gsm8k",
-                  "llmrouter_query", "self_instruct", "alpaca_seed", "summarization", "translation"]
+                  "llmrouter_query", "self_instruct", "alpaca_seed", "summarization", "translation",
+                  "alpaca_eval_instructions", "zeroeval_prompts", "swebench_prompts"]
 COMPARISON_SOURCES = ["arena", "alpaca_eval"]
 OUTCOME_SOURCES = ["routellm_mmlu", "routellm_gsm8k", "routerbench_arc_challenge", "routerbench_mbpp",
                    "routerbench_winogrande", "llmrouter_dcrouter", *modern.OUTCOME_SOURCES]
@@ -123,7 +124,8 @@ def build_prompts(raw: Path, params: dict, drops: Drops) -> pd.DataFrame:
         else:
             df = df.assign(task=[map_label(source, lab, p) for lab, p in zip(df["source_label"], df["prompt"])])
             if "group" not in df:
-                df["group"] = source + ":" + df["source_label"] if source == "llmrouter_query" else source
+                by_label = source in ("llmrouter_query", "zeroeval_prompts")
+                df["group"] = source + ":" + df["source_label"] if by_label else source
         unmapped = df["task"].isna()
         drops.add("unmapped_label", source, int(unmapped.sum()))
         frames.append(df.loc[~unmapped, ["prompt", "task", "source_label", "group"]].assign(source=source))

@@ -294,7 +294,10 @@ def read_alpaca_eval(root: Path, report: Report) -> dict[str, list[dict]]:
         return {"prompt": instructions[iid]["prompt"], "model_a": _text(r, "model_a"), "model_b": _text(r, "model_b"),
                 "winner": None, "preference": 2.0 - pref, "dataset": instructions[iid]["dataset"]}
     _collect(report, "alpaca_eval", apath, _jsonl(apath), parse, rows)
-    return {"alpaca_eval": rows}
+    # the instructions are also a labelled-prompt source (labelled by rules, taxonomy.py)
+    labelled = [{"prompt": r["prompt"], "source_label": r["dataset"] or "alpaca_eval", "file": r["file"],
+                 "line": r["line"]} for r in inst_rows]
+    return {"alpaca_eval": rows, "alpaca_eval_instructions": labelled}
 
 
 ARENA_WINNERS = {"model_a": "model_a", "model_b": "model_b", "tie": "tie", "tie (bothbad)": "tie_bothbad"}
@@ -395,6 +398,25 @@ def read_prompts(name: str, root: Path, report: Report) -> dict[str, list[dict]]
     return {name: rows}
 
 
+def read_modern_prompts(root: Path, spec: dict, report: Report) -> dict[str, list[dict]]:
+    """Prompt files of the product's own models' benchmarks (``modern/``) as labelled
+    prompts: ZeroEval tasks listed in ``spec.zeroeval_tasks`` and the SWE-bench
+    Verified issue texts. ZeroEval's MATH level 5 rows carry no question text in the
+    shared file, so it is not listed; its GSM8K rows are the GSM8K test questions."""
+    tasks = set(spec.get("zeroeval_tasks") or [])
+    zeroeval: list[dict] = []
+    p = root / "zeroeval_prompts.csv"
+    _collect(report, "zeroeval_prompts_labelled", p, ((line, r) for line, r in _csv(p, ["task", "id", "question"])
+                                             if r["task"] in tasks),
+             lambda r: {"prompt": _text(r, "question"), "source_label": _text(r, "task"), "id": r["id"]}, zeroeval)
+    swebench: list[dict] = []
+    p = root / "swebench_verified_prompts.csv"
+    _collect(report, "swebench_prompts", p, _csv(p, ["instance_id", "problem_statement"]),
+             lambda r: {"prompt": _text(r, "problem_statement"), "source_label": r.get("repo_owner") or "swebench",
+                        "id": _text(r, "instance_id")}, swebench)
+    return {"zeroeval_prompts": zeroeval, "swebench_prompts": swebench}
+
+
 def read_authored(folder: Path, report: Report) -> dict[str, list[dict]]:
     """The project's own labelled prompts: ``data/authored/*.jsonl``."""
     rows: list[dict] = []
@@ -432,4 +454,6 @@ def read_source(name: str, root: Path, spec: dict, report: Report) -> dict[str, 
     if name in ("swebench_verified", "zeroeval", "arena_ratings"):
         from autoroute.data.modern import read_modern
         return read_modern(name, root, report)
+    if name == "modern_prompts":
+        return read_modern_prompts(root, spec, report)
     return read_prompts(name, root, report)

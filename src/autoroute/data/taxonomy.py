@@ -13,6 +13,36 @@ from __future__ import annotations
 
 import re
 
+# The primary-label rule and the boundaries that cause most errors. The label is the
+# kind of answer the request needs (its deliverable), never its topic.
+PRIMARY_LABEL_RULES: list[tuple[str, str]] = [
+    ("primary label", "Label the deliverable the answer must be, not the topic: \"write a story about a math "
+     "teacher\" is creative_writing, \"plan a software project\" is planning, \"translate this code to Rust\" "
+     "is coding (the output is a program). With two deliverables, the one the answer's quality depends on most; "
+     "when equal, the first asked."),
+    ("creative_writing vs planning vs research", "Prose to be read (essays, e-mails, letters, reviews, blog "
+     "posts, scripts, speeches, stories, poems, captions) is creative_writing even when its subject is a plan "
+     "or a study. A schedule, itinerary, budget, roadmap or step list to act on is planning. Finding, "
+     "comparing or citing what is known (studies, sources, the state of a field, a market) is research."),
+    ("math vs simple_qa", "Computing a value from quantities given in the request (prices, rates, a function at "
+     "a point, a probability, a proof, a logic or counting puzzle) is math, even in one step. Recalling a "
+     "fact, numeric or not (\"how tall is Everest\"), or an everyday how-to is simple_qa."),
+    ("coding vs math", "A program, function, query, regex or algorithm to write (\"given an array / a string "
+     "..., find ...\", LeetCode style) is coding, even when the problem is mathematical. A number to find "
+     "for specific values, by reasoning, is math."),
+    ("coding vs debugging vs code_review", "New code or a feature (including SWE-bench feature requests) is "
+     "coding; code that fails or misbehaves and must be fixed is debugging; judging or improving working code "
+     "(review, refactor, optimize) is code_review."),
+    ("role-play and persona", "A request to speak or write in a character's voice (\"pretend you are ...\", "
+     "\"act as ...\", \"as a tour guide, describe ...\") is creative_writing. A role that only sets the "
+     "register of a factual answer (\"as a doctor, what is a normal heart rate?\") keeps the underlying task."),
+    ("follow-ups", "A short follow-up turn (\"make it shorter\", \"now in TypeScript\", \"what if x = -2?\") "
+     "takes the task of what it asks for: rewriting text is creative_writing, changing code is coding, "
+     "translating is translation, recomputing is math, a why/what question is simple_qa."),
+    ("summarization", "Condensing a text given in the request is summarization; the plot of a well-known work "
+     "from memory is simple_qa."),
+]
+
 from autoroute.types import TASKS
 
 # LLMRouter `task_name` -> task
@@ -75,8 +105,12 @@ SUMMARIZATION_TEMPLATES: dict[str, str] = {
     "xsum_summarize_this_DOC_summary": "summarization",
 }
 
-# Whole-source labels
-FIXED: dict[str, str] = {"humaneval": "coding", "gsm8k": "math", "translation": "translation"}
+# Whole-source labels. SWE-bench Verified issue texts report a bug to fix in a real
+# repository (debugging); ZeroEval's CRUXEval asks for the output of a given Python
+# function (reading code: coding).
+FIXED: dict[str, str] = {"humaneval": "coding", "gsm8k": "math", "translation": "translation",
+                         "swebench_prompts": "debugging"}
+ZEROEVAL_TASKS: dict[str, str] = {"crux": "coding", "gsm": "math"}
 
 # CodeAlpaca instructions: coding, unless the instruction asks to fix or review code.
 CODEALPACA_RULES: list[tuple[str, str]] = [
@@ -140,6 +174,14 @@ INSTRUCTION_RULES: list[tuple[str, str]] = [
 ]
 
 
+# AlpacaEval instructions (helpful_base, koala, oasst, selfinstruct): the same rules as
+# self-instruct over the instruction, then the open questions these chat sets are made of
+# ("How do I ...?", "Why ...?") are simple_qa.
+ALPACA_EVAL_RULES: list[tuple[str, str]] = INSTRUCTION_RULES + [
+    ("simple_qa", r"(^\s*(how|why|who|when|where|is|are|can|could|do|does|did|should|would|will)\b|\?\s*$)"),
+]
+
+
 def _first(rules: list[tuple[str, str]], text: str) -> str | None:
     for task, pattern in rules:
         if re.search(pattern, text, flags=re.IGNORECASE):
@@ -164,6 +206,10 @@ def map_label(source: str, label: str, prompt: str = "") -> str | None:
     if source in ("self_instruct", "alpaca_seed"):
         instruction = prompt.split("\n\n")[0]
         return _first(INSTRUCTION_RULES, f"{label.replace('_', ' ')} {label} {instruction}")
+    if source == "zeroeval_prompts":
+        return ZEROEVAL_TASKS.get(label)
+    if source == "alpaca_eval_instructions":
+        return _first(ALPACA_EVAL_RULES, prompt.split("\n\n")[0])
     if source == "authored":
         return label if label in TASKS else None
     raise KeyError(f"no label mapping for source {source!r}")
@@ -179,4 +225,18 @@ def mapping_tables() -> dict[str, object]:
         "codealpaca (instruction rules, else coding)": CODEALPACA_RULES,
         "arena_hard_v01 (cluster-name rules)": ARENA_HARD_V01_RULES,
         "self_instruct / alpaca_seed (app or task name + instruction rules)": INSTRUCTION_RULES,
+        "zeroeval_prompts (task)": ZEROEVAL_TASKS,
+        "alpaca_eval_instructions (instruction rules, then open questions)": ALPACA_EVAL_RULES,
     }
+
+
+def review_agreement(reviews: list[dict], current: dict[str, str]) -> list[dict]:
+    """Per source: hand-reviewed rows, how many the pipeline label agrees with, and how
+    many reviewed rows no longer carry the reviewed label (the mapping changed since)."""
+    by: dict[str, dict] = {}
+    for r in reviews:
+        row = by.setdefault(r["source"], {"source": r["source"], "reviewed": 0, "agree": 0, "stale": 0})
+        row["reviewed"] += 1
+        row["agree"] += int(r["task"] == r["reviewed_task"])
+        row["stale"] += int(current.get(r["prompt_id"], r["task"]) != r["task"])
+    return [by[s] for s in sorted(by)]
