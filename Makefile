@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install train data test test-slow bench-rules lint clean
+.PHONY: help install train data test test-slow simulate ab-report bench-rules lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -32,6 +32,12 @@ test: $(STAMP) ## run the test suite (slow tests excluded)
 
 test-slow: $(STAMP) ## run only the slow tests (full-size runs, accelerate launch)
 	$(PY) -m pytest -q -m slow
+
+simulate: $(STAMP) ## simulated users vs the real service: Tier 4 on/off curves, a challenger from their feedback, A/B report (MLflow)
+	$(PY) -m training.simulate_users
+
+ab-report: $(STAMP) ## champion vs challenger from the service log (paths.feedback_db): per-arm rates, cost, latency (MLflow)
+	$(PY) -m training.compare_arms
 
 bench-rules: $(STAMP) ## Tier 1+2 decision latency in process (p50/p99)
 	$(PY) -m autoroute.bench_rules

@@ -27,21 +27,60 @@ def _m():
         "fallbacks": prometheus_client.Counter(
             name="autoroute_fallbacks_total", documentation="upstream failures that moved to the next model",
             labelnames=["model", "reason"]),
+        # A/B arms (champion | challenger) and the challenger in shadow
+        "arm_decisions": prometheus_client.Counter(
+            name="autoroute_arm_decisions_total", documentation="decisions served per A/B arm", labelnames=["arm"]),
+        "arm_cost": prometheus_client.Counter(
+            name="autoroute_arm_estimated_cost_dollars_total",
+            documentation="estimated cost of the served decisions per A/B arm", labelnames=["arm"]),
+        "arm_latency": prometheus_client.Histogram(
+            name="autoroute_arm_decision_latency_seconds", documentation="decision latency per A/B arm",
+            labelnames=["arm"], buckets=LATENCY_BUCKETS),
+        "arm_feedback": prometheus_client.Counter(
+            name="autoroute_arm_feedback_total", documentation="feedback events per A/B arm",
+            labelnames=["arm", "event"]),
+        "arm_rating": prometheus_client.Counter(
+            name="autoroute_arm_rating_sum", documentation="sum of the 1-5 ratings per A/B arm", labelnames=["arm"]),
+        "shadow": prometheus_client.Counter(
+            name="autoroute_shadow_decisions_total",
+            documentation="challenger decisions made in shadow; agree: the same model as served",
+            labelnames=["agree"]),
+        "shadow_cost": prometheus_client.Counter(
+            name="autoroute_shadow_estimated_cost_dollars_total",
+            documentation="estimated cost of the shadow decisions had they been served"),
+        "shadow_latency": prometheus_client.Histogram(
+            name="autoroute_shadow_decision_latency_seconds", documentation="shadow decision latency",
+            buckets=LATENCY_BUCKETS),
         "degraded": prometheus_client.Gauge(
             name="autoroute_degraded", documentation="1 when serving rules only", multiprocess_mode="max"),
     }
 
 
-def decision(d, seconds: float) -> None:
+def decision(d, seconds: float, arm: str = "champion") -> None:
     m = _m()
     m["decisions"].labels(model=d.selected_model, tier=str(d.tier), task=d.task,
                           degraded=str(d.degraded).lower()).inc()
     m["latency"].observe(seconds)
+    m["arm_decisions"].labels(arm=arm).inc()
+    m["arm_latency"].labels(arm=arm).observe(seconds)
+    if d.estimated_cost is not None:
+        m["arm_cost"].labels(arm=arm).inc(d.estimated_cost)
 
 
-def feedback(event: str, routed: str, chosen: str | None) -> None:
+def shadow(sh, served, seconds: float) -> None:
+    m = _m()
+    m["shadow"].labels(agree=str(sh.selected_model == served.selected_model).lower()).inc()
+    m["shadow_latency"].observe(seconds)
+    if sh.estimated_cost is not None:
+        m["shadow_cost"].inc(sh.estimated_cost)
+
+
+def feedback(event: str, routed: str, chosen: str | None, arm: str = "champion", rating: float | None = None) -> None:
     m = _m()
     m["feedback"].labels(event=event).inc()
+    m["arm_feedback"].labels(arm=arm, event=event).inc()
+    if rating is not None:
+        m["arm_rating"].labels(arm=arm).inc(rating)
     if event == "override":
         m["overrides"].labels(routed_model=routed, chosen_model=chosen or "").inc()
 

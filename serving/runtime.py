@@ -5,6 +5,7 @@ micro-batcher that lets concurrent /route calls share one encoder pass."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from autoroute.scoring import NoUserPreference, StaticUserPreference, UserPreference
+from autoroute.scoring import NoUserPreference, UserPreference
 
 log = logging.getLogger("autoroute.serving")
 OVERRIDES_ENV = "AUTOROUTE_SERVING_OVERRIDES"
@@ -57,38 +58,41 @@ def user_overrides(overrides: Sequence[str]) -> list[str]:
 
 # ------------------------------------------------------------------ tier 4
 class LiveUserPreference(UserPreference):
-    """Tier 4 from the champion's fitted table plus live refits of the feedback
-    log; a live entry for a user or org replaces the champion's."""
+    """Tier 4 as served: the bundle's fitted model (`base`) plus the user and
+    org terms refit from the feedback log since the bundle was trained; a
+    refit replaces the previous one atomically."""
 
-    def __init__(self, base: UserPreference | None, max_boost: float = 0.25):
+    def __init__(self, base: UserPreference | None):
         self.base = base if base is not None else NoUserPreference()
-        self.live = StaticUserPreference({}, max_boost=max_boost)
-        self.max_boost = max_boost
+        self.current: UserPreference = self.base
         self.refreshed_at = 0.0
         self.events = 0
 
-    def swap(self, pref: StaticUserPreference, events: int) -> None:
-        self.live = pref
+    @property
+    def profiles(self) -> int:
+        table = getattr(self.current, "table", {}) or {}
+        return sum(1 for k in table if k != "global")
+
+    def swap(self, pref: UserPreference, events: int) -> None:
+        self.current = pref
         self.events = events
         self.refreshed_at = time.time()
 
-    def adjust(self, user_id, org_id, models):
-        table = self.live.table
-        has_live = (user_id and f"user:{user_id}" in table) or (org_id and f"org:{org_id}" in table)
-        if has_live:
-            return self.live.adjust(user_id, org_id, models)
-        return self.base.adjust(user_id, org_id, models)
+    def view(self, user_id, org_id, models, task=None):
+        return self.current.view(user_id, org_id, models, task)
 
 
 class Tier4Refresher:
     """Refits Tier 4 from the log every `period` seconds and soon after feedback."""
 
-    def __init__(self, store, pref: LiveUserPreference, settings, period: float):
+    def __init__(self, store, pref: LiveUserPreference, settings, period: float, levels: Sequence[str] = ("org", "user")):
         self.store, self.pref, self.settings, self.period = store, pref, settings, max(period, 0.05)
+        self.levels = tuple(levels)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="autoroute-tier4", daemon=True)
         self.last_error: str | None = None
+        self.fit_ms = 0.0
 
     def start(self) -> "Tier4Refresher":
         self.refresh()
@@ -99,14 +103,17 @@ class Tier4Refresher:
         self._wake.set()
 
     def refresh(self) -> None:
-        from autoroute.user_preference import fit_user_preference
+        from autoroute.user_preference import fit_tier4
         try:
             frame = self.store.feedback_frame()
             if len(frame) == self.pref.events and self.pref.refreshed_at:
                 return
-            self.pref.swap(fit_user_preference(frame, self.settings), len(frame))
+            t0 = time.perf_counter()
+            model = fit_tier4(frame, self.settings, levels=self.levels, parent=self.pref.base)
+            self.fit_ms = round((time.perf_counter() - t0) * 1000, 2)
+            self.pref.swap(model, len(frame))
             self.last_error = None
-        except Exception as err:  # keep serving with the previous table
+        except Exception as err:  # keep serving with the previous fit
             self.last_error = f"{type(err).__name__}: {err}"
             log.exception("Tier 4 refresh failed")
 
@@ -121,6 +128,16 @@ class Tier4Refresher:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+
+
+def arm_of(user_id: str | None, org_id: str | None, share: float, salt: str) -> str:
+    """A/B arm by a stable hash of the user (the org when there is no user; no
+    identity -> champion): the same user always lands in the same arm."""
+    who = user_id or (f"org:{org_id}" if org_id else None)
+    if who is None or share <= 0:
+        return "champion"
+    h = int.from_bytes(hashlib.sha256(f"{salt}:{who}".encode()).digest()[:8], "big") / 2.0 ** 64
+    return "challenger" if h < share else "champion"
 
 
 # ----------------------------------------------------------------- loading
@@ -180,6 +197,24 @@ def load_champion(stored_model, cfg: DictConfig, overrides: Sequence[str], tag: 
     log.warning("%s; serving rules only (degraded)", problem)
     base = instantiate(cfg.router.user_preference) if cfg.router.get("user_preference") is not None else None
     return Champion(build_router(cfg, user_preference=live(base), degraded=True), True, None, problem)
+
+
+def load_challenger(tag: str, cfg: DictConfig, overrides: Sequence[str],
+                    live_tier4: Callable[[UserPreference | None], UserPreference] | None = None):
+    """The challenger's router from the BentoML store, composed like the champion's:
+    (router, None), or (None, the problem) - the service then runs without it."""
+    import bentoml
+    try:
+        stored = bentoml.models.get(tag)
+    except Exception as err:  # noqa: BLE001 - absent or unreadable: serve without it, say why
+        return None, f"the challenger {tag!r} is not in the BentoML model store: {type(err).__name__}: {err}"
+    try:
+        champ = load_champion(stored, cfg, overrides, tag, live_tier4)
+    except ModelLoadError as err:
+        return None, f"the challenger {tag}: {err}"
+    if champ.degraded:
+        return None, f"the challenger {tag}: {champ.problem}"
+    return champ.router, None
 
 
 def check_bundle(stored_model, tag: str = "autoroute-router:latest") -> str | None:
@@ -299,6 +334,6 @@ def to_plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-__all__ = ["LiveUserPreference", "Tier4Refresher", "MicroBatcher", "load_champion",
+__all__ = ["LiveUserPreference", "Tier4Refresher", "MicroBatcher", "load_champion", "load_challenger", "arm_of",
            "load_serving_config", "serving_overrides", "route_many", "ModelLoadError", "Champion",
            "check_bundle"]

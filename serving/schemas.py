@@ -96,6 +96,7 @@ class Health(BaseModel):
     problem: str | None = None
     log: bool
     tier4: dict[str, Any] = Field(default_factory=dict)
+    challenger: dict[str, Any] = Field(default_factory=dict)
     batching: dict[str, float] = Field(default_factory=dict)
 
 

@@ -30,9 +30,9 @@ from serving.guard import Guard, error_body
 from serving.pages import add_pages
 from serving.proxy import AUTO_MODES, Cooldown, UpstreamError, Upstreams, decision_field, decision_headers, \
     openai_chunks, to_route_request
-from serving.runtime import (LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher,
-                             bundle_info, check_bundle, load_champion, load_serving_config, route_many,
-                             serving_overrides, to_plain)
+from serving.runtime import (LiveUserPreference, MicroBatcher, ModelLoadError, Tier4Refresher, arm_of,
+                             bundle_info, check_bundle, load_challenger, load_champion, load_serving_config,
+                             route_many, serving_overrides, to_plain)
 from serving.schemas import (EXAMPLE_BATCH, EXAMPLE_FEEDBACK, EXAMPLE_REQUEST, CatalogEntry, ChatCompletion,
                              ChatCompletionRequest, Feedback, FeedbackAck, Health, ModelsList, OpenAIError,
                              Refreshed, RouteBatch, RouteBatchResult)
@@ -96,10 +96,10 @@ class AutoRoute:
         self.keys = KeyRing.from_config(to_plain(scfg.auth))
         ref = type(self).champion
         stored = ref.stored if ref is not None else None   # local store only, no remote lookup
-        t4 = to_plain(scfg.tier4)
+        self.tier4_on = bool(scfg.tier4.enabled)
+        self.refreshers: list[Tier4Refresher] = []
         try:
-            champ = load_champion(stored, self.cfg, overrides, MODEL_TAG,
-                                  live_tier4=lambda base: LiveUserPreference(base, float(t4["max_boost"])))
+            champ = load_champion(stored, self.cfg, overrides, MODEL_TAG, live_tier4=self.live_tier4)
         except ModelLoadError as err:
             log.error("autoroute cannot start: %s", err)
             _stop_server()
@@ -109,15 +109,25 @@ class AutoRoute:
         self.runtime = champ.runtime
         self.catalog = self.router.catalog
         self.log_prompts = bool(scfg.log_prompts)
-        from autoroute.user_preference import UserPreferenceSettings
         self.pref = self.router.user_preference
         lc = scfg.log
         self.store = LogStore(lc.db, float(lc.decision_flush_ms), bool(lc.store_prompts), durability=str(lc.durability),
                               prompt_retention_days=lc.prompt_retention_days, max_mb=lc.max_mb)
         logging.getLogger("autoroute").setLevel(logging.INFO)
         redaction.install()
-        settings = UserPreferenceSettings(**{k: v for k, v in t4.items() if k != "refresh_s"})
-        self.tier4 = Tier4Refresher(self.store, self.pref, settings, float(t4["refresh_s"])).start()
+        self.start_tier4(self.pref)
+        ch = scfg.challenger
+        self.challenger, self.challenger_problem = None, None
+        self.ab_mode, self.ab_share, self.ab_salt = str(ch.mode), float(ch.ab_share), str(ch.salt)
+        if self.ab_mode not in ("shadow", "ab") or not 0.0 <= self.ab_share <= 1.0:
+            raise SystemExit("serving.challenger: mode must be shadow or ab and ab_share in [0, 1]")
+        if ch.model:
+            self.challenger, self.challenger_problem = load_challenger(str(ch.model), self.cfg, overrides,
+                                                                       self.live_tier4)
+            if self.challenger is None:
+                log.error("serving without the challenger: %s", self.challenger_problem)
+            else:
+                self.start_tier4(self.challenger.user_preference)
         b = scfg.batching
         self.batcher = MicroBatcher(lambda reqs: route_many(self.router, reqs), int(b.max_batch),
                                     float(b.window_ms)) if b.enabled and self.router.scorer is not None else None
@@ -128,6 +138,18 @@ class AutoRoute:
         metrics.set_degraded(self.degraded)
         log.info("autoroute ready: %s%s", self.model_info.get("tag", "rules only"),
                  " (DEGRADED: " + str(self.problem) + ")" if self.degraded else "")
+
+    def live_tier4(self, base):
+        """Tier 4 as served: the bundle's model plus live user/org refits (none when disabled)."""
+        from autoroute.scoring import NoUserPreference
+        return LiveUserPreference(base if self.tier4_on else NoUserPreference())
+
+    def start_tier4(self, pref: LiveUserPreference) -> None:
+        if self.tier4_on:
+            from hydra.utils import instantiate
+            t4 = self.cfg.serving.tier4
+            self.refreshers.append(Tier4Refresher(self.store, pref, instantiate(self.cfg.router.tier4),
+                                                  float(t4.refresh_s), list(t4.levels)).start())
 
     @bentoml.on_deployment
     def check_champion() -> None:
@@ -145,7 +167,8 @@ class AutoRoute:
 
     @bentoml.on_shutdown
     async def shutdown(self) -> None:
-        self.tier4.stop()
+        for r in self.refreshers:
+            r.stop()
         await self.upstreams.aclose()
         self.store.close()
 
@@ -157,31 +180,69 @@ class AutoRoute:
         if not self.store.healthy:
             return [LogUnavailable(self.store.error or "the decision log is not available")] * len(requests)
         t0 = time.perf_counter()
-        if self.batcher is not None and len(requests) == 1:
-            try:
-                results: list = [await self.batcher.submit(requests[0])]
-            except RoutingError as err:
-                results = [err]
-        elif self.router.scorer is not None:
-            results = await asyncio.to_thread(route_many, self.router, requests)
-        else:
-            try:
-                results = route_many(self.router, requests)
-            except RoutingError as err:
-                results = [err]
+        arms = [self.arm_for(r) for r in requests]
+        results: list = [None] * len(requests)
+        for arm in ("champion", "challenger"):
+            idx = [i for i, a in enumerate(arms) if a == arm]
+            if idx:
+                for i, d in zip(idx, await self.route_with(arm, [requests[i] for i in idx])):
+                    results[i] = d
         seconds = time.perf_counter() - t0          # what each of these requests waited
         if not record:
             return results
-        return [await self.record(d, req, seconds) if isinstance(d, Decision) else d
-                for req, d in zip(requests, results)]
+        out = [await self.record(d, req, seconds, arm) if isinstance(d, Decision) else d
+               for req, d, arm in zip(requests, results, arms)]
+        self.shadow_later(list(zip(requests, out)))
+        return out
 
-    async def record(self, d: Decision, req: Request, seconds: float) -> Decision | LogUnavailable:
+    def arm_for(self, req: Request) -> str:
+        """The arm that serves `req`: the challenger only in an A/B split (a stable hash of the user)."""
+        if self.challenger is None or self.ab_mode != "ab":
+            return "champion"
+        return arm_of(req.user_id, req.org_id, self.ab_share, self.ab_salt)
+
+    async def route_with(self, arm: str, requests: list[Request]) -> list:
+        router = self.router if arm == "champion" else self.challenger
+        if arm == "champion" and self.batcher is not None and len(requests) == 1:
+            try:
+                return [await self.batcher.submit(requests[0])]
+            except RoutingError as err:
+                return [err]
+        if router.scorer is not None:
+            return await asyncio.to_thread(route_many, router, requests)
+        try:
+            return route_many(router, requests)
+        except RoutingError as err:
+            return [err]
+
+    def shadow_later(self, pairs: list) -> None:
+        """In shadow mode, let the challenger decide the served requests after the response."""
+        served = [(r, d) for r, d in pairs if isinstance(d, Decision)]
+        if self.challenger is not None and self.ab_mode == "shadow" and served:
+            asyncio.get_running_loop().create_task(self.shadow(served))
+
+    async def shadow(self, served: list) -> None:
+        """Shadow: the challenger decides the same requests; logged and counted, not served."""
+        try:
+            t0 = time.perf_counter()
+            reqs = [r for r, _ in served]
+            results = await asyncio.to_thread(route_many, self.challenger, reqs)
+            seconds = (time.perf_counter() - t0) / len(reqs)
+            for (_, d), sh in zip(served, results):
+                if isinstance(sh, Decision):
+                    self.store.log_shadow(d.decision_id, sh)
+                    metrics.shadow(sh, d, seconds)
+        except Exception:  # the shadow must never affect serving
+            log.exception("shadow decisions failed")
+
+    async def record(self, d: Decision, req: Request, seconds: float,
+                     arm: str = "champion") -> Decision | LogUnavailable:
         """Log one decision (prompt redacted); with commit_before_answer, once committed."""
         text = req.last_user_text
         lock = req.area.model_lock if req.area is not None else None
         committed = self.store.log_decision(d, req.user_id, req.org_id, text,
-                                            requested=self.catalog.resolve(lock) if lock else "auto")
-        metrics.decision(d, seconds)
+                                            requested=self.catalog.resolve(lock) if lock else "auto", arm=arm)
+        metrics.decision(d, seconds, arm)
         if self.log_prompts:
             log.info("decision %s -> %s for prompt %r", d.decision_id, d.selected_model, text[:500])
         if self.store.durability == "commit_before_answer":
@@ -237,25 +298,27 @@ class AutoRoute:
             await asyncio.to_thread(self.store.add_feedback, [event])
         except LogUnavailable as err:
             return _error("/feedback", err)
-        self.tier4.poke()
-        metrics.feedback(feedback.event, routed, chosen)
+        for r in self.refreshers:
+            r.poke()
+        metrics.feedback(feedback.event, routed, chosen, row.get("arm") or "champion", event["rating"])
         return FeedbackAck(stored=True, decision_id=feedback.decision_id, event=feedback.event, routed_model=routed,
                            chosen_model=chosen, user_id=event["user_id"], org_id=event["org_id"])
 
     @bentoml.api(route="/admin/refresh")
     async def admin_refresh(self) -> Refreshed:
         """Refit Tier 4 from the feedback log now (it also refits on its own)."""
-        await asyncio.to_thread(self.tier4.refresh)
-        return Refreshed(users_and_orgs=len(self.pref.live.table), feedback_events=self.pref.events,
+        for r in self.refreshers:
+            await asyncio.to_thread(r.refresh)
+        return Refreshed(users_and_orgs=self.pref.profiles, feedback_events=self.pref.events,
                          refreshed_at=self.pref.refreshed_at)
 
     @app.get("/admin/dashboard", tags=["Service APIs"])
     async def dashboard_data(self, request: HttpRequest, days: float = Query(7.0, ge=0.01, le=3660),
                              org: str | None = Query(None, min_length=1, max_length=200)):
         """What /dashboard draws, from the log of the last `days` days, of all orgs or one
-        (needs an admin key when keys are set)."""
+        (needs a key with the admin scope when keys are set)."""
         try:
-            self.keys.check("/admin/dashboard", request.headers.raw)     # needs the admin scope
+            self.keys.check("/admin/dashboard", request.headers.raw)
         except AuthError as err:
             code = "unauthorized" if err.status == 401 else "forbidden"
             return PlainJSON(orjson.loads(error_body("/admin/dashboard", err.status, str(err), code)),
@@ -269,8 +332,13 @@ class AutoRoute:
         return Health(status="ok" if log_ok else "unavailable", ready=log_ok, degraded=self.degraded,
                       model=self.model_info.get("tag"), runtime=self.runtime,
                       problem=self.problem if log_ok else self.store.error, log=log_ok,
-                      tier4={"entries": len(self.pref.live.table), "feedback_events": self.pref.events,
-                             "refreshed_at": self.pref.refreshed_at, "error": self.tier4.last_error},
+                      tier4={"enabled": self.tier4_on, "entries": self.pref.profiles,
+                             "feedback_events": self.pref.events, "refreshed_at": self.pref.refreshed_at,
+                             "fit_ms": self.refreshers[0].fit_ms if self.refreshers else None,
+                             "error": next((r.last_error for r in self.refreshers if r.last_error), None)},
+                      challenger={"model": str(self.cfg.serving.challenger.model or "") or None,
+                                  "loaded": self.challenger is not None, "mode": self.ab_mode,
+                                  "ab_share": self.ab_share, "problem": self.challenger_problem},
                       batching=self.batcher.stats() if self.batcher is not None else {})
 
     # ------------------------------------------------------ model picker
@@ -341,7 +409,7 @@ class AutoRoute:
         except UpstreamError as err:
             for a in err.attempts:
                 metrics.fallback(a.model, a.error)
-            await self.record(decision, req, decision.latency_ms / 1000)
+            await self.record(decision, req, decision.latency_ms / 1000, self.arm_for(req))
             status = err.status if err.status >= 400 else 502
             return PlainJSON(orjson.loads(error_body(path, status, str(err), "upstream_error")), status_code=status,
                              headers=decision_headers(decision, decision.selected_model, err.attempts))
@@ -351,7 +419,8 @@ class AutoRoute:
             "selected_model": served, "display_name": self.catalog.cards[served].display_name,
             "reason": decision.reason + f"; served by {self.catalog.cards[served].display_name} after "
                                         f"{decision.selected_model} failed ({attempts[0].error})"})
-        logged = await self.record(served_decision, req, decision.latency_ms / 1000)
+        logged = await self.record(served_decision, req, decision.latency_ms / 1000, self.arm_for(req))
+        self.shadow_later([(req, logged)])
         if isinstance(logged, LogUnavailable):
             if body.stream:
                 await upstream.aclose()

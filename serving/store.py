@@ -27,6 +27,7 @@ import queue
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from autoroute.feedback import DECISIONS_ADDED, DECISIONS_DDL, FEEDBACK_DDL  # the schema training reads
+from autoroute.feedback import DECISIONS_ADDED, DECISIONS_DDL, FEEDBACK_DDL, SHADOW_DDL  # the schema the training pipeline reads
 from autoroute.signals import redact
 
 log = logging.getLogger("autoroute.serving.store")
@@ -43,6 +44,14 @@ FEEDBACK_COLUMNS = ("decision_id", "prompt", "routed_model", "chosen_model", "ev
                     "user_id", "org_id", "ts")
 DURABILITY = ("commit_before_answer", "group_commit")
 _STOP = object()
+
+
+@dataclass
+class _Shadow:
+    ts: str
+    served_id: str
+    arm: str
+    decision: Any
 
 
 class LogUnavailable(RuntimeError):
@@ -107,13 +116,13 @@ class LogStore:
         if self.max_mb is not None:
             page = con.execute("PRAGMA page_size").fetchone()[0]
             con.execute(f"PRAGMA max_page_count={max(int(self.max_mb * 1024 * 1024 / page), 8)}")
-        con.executescript(_script(FEEDBACK_DDL) + _script(DECISIONS_DDL)
-                          + "CREATE INDEX IF NOT EXISTS feedback_ts ON feedback(ts);"
-                            "CREATE INDEX IF NOT EXISTS decisions_ts ON decisions(ts);")
+        con.executescript(_script(FEEDBACK_DDL) + _script(DECISIONS_DDL) + _script(SHADOW_DDL))
         have = {r[1] for r in con.execute("PRAGMA table_info(decisions)")}
         for col, kind in DECISIONS_ADDED.items():       # a log written before these columns existed
             if col not in have:
                 con.execute(f"ALTER TABLE decisions ADD COLUMN {col} {kind}")
+        con.executescript("CREATE INDEX IF NOT EXISTS feedback_ts ON feedback(ts);"
+                          "CREATE INDEX IF NOT EXISTS decisions_ts ON decisions(ts);")
         return con
 
     def _fail(self, err: BaseException, what: str) -> None:
@@ -151,6 +160,10 @@ class LogStore:
         self._queue.put((iso_now(), row, decision.model_dump_json(), done))
         return done
 
+    def log_shadow(self, served_id: str, decision, arm: str = "challenger") -> None:
+        """Queue the decision a shadow arm made for the served decision `served_id` (best effort)."""
+        self._queue.put(_Shadow(iso_now(), served_id, arm, decision))
+
     def _write_loop(self) -> None:
         con = None
         pending: list[tuple] = []              # rows not yet committed (kept across failures)
@@ -177,6 +190,7 @@ class LogStore:
                     break
             stop = any(it is _STOP for it in items)
             pending += [it for it in items if isinstance(it, tuple)]
+            shadows = [it for it in items if isinstance(it, _Shadow)]
             waiters += [it for it in items if isinstance(it, threading.Event)]
             try:
                 if con is None:
@@ -201,6 +215,16 @@ class LogStore:
                     pending = []
                 elif self.error:
                     self._probe(con)
+                if shadows:     # best effort: a shadow decision is never worth a 503
+                    try:
+                        con.executemany(
+                            "INSERT OR REPLACE INTO shadow_decisions (decision_id, ts, arm, selected_model, task, "
+                            "tier, estimated_cost, latency_ms, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+                            [(sh.served_id, sh.ts, sh.arm, sh.decision.selected_model, sh.decision.task,
+                              sh.decision.tier, sh.decision.estimated_cost, sh.decision.latency_ms,
+                              sh.decision.model_dump_json()) for sh in shadows])
+                    except sqlite3.Error:
+                        log.exception("could not write %d shadow decisions", len(shadows))
                 if time.monotonic() >= next_purge:
                     self._purge(con)
                     next_purge = time.monotonic() + 3600.0
@@ -265,12 +289,20 @@ class LogStore:
             return None
         with self._lock:
             cur = self._con.execute(
-                "SELECT decision_id, selected_model, user_id, org_id, prompt, task, tier FROM decisions "
+                "SELECT decision_id, selected_model, user_id, org_id, prompt, task, tier, arm FROM decisions "
                 "WHERE decision_id = ?", (decision_id,))
             hit = cur.fetchone()
         if hit is None:
             return None
-        return dict(zip(("decision_id", "selected_model", "user_id", "org_id", "prompt", "task", "tier"), hit))
+        return dict(zip(("decision_id", "selected_model", "user_id", "org_id", "prompt", "task", "tier", "arm"), hit))
+
+    def last_switch(self, decision_id: str) -> str | None:
+        """The model of the last override or regeneration of a decision (None: none yet)."""
+        with self._lock:
+            hit = self._con.execute(
+                "SELECT chosen_model FROM feedback WHERE decision_id = ? AND event IN ('override', 'regenerate') "
+                "ORDER BY id DESC LIMIT 1", (decision_id,)).fetchone()
+        return hit[0] if hit else None
 
     # ------------------------------------------------------------- feedback
     def add_feedback(self, rows: Iterable[dict[str, Any]]) -> int:
@@ -297,29 +329,21 @@ class LogStore:
                 raise LogUnavailable(self.error) from None
         return len(values)
 
-    def last_switch(self, decision_id: str) -> str | None:
-        """The model of the last override or regeneration of a decision (None: none yet)."""
-        if self._con is None:
-            raise LogUnavailable(self.error or "the decision log is not open")
-        with self._lock:
-            hit = self._con.execute(
-                "SELECT chosen_model FROM feedback WHERE decision_id = ? AND event IN ('override', 'regenerate') "
-                "ORDER BY id DESC LIMIT 1", (decision_id,)).fetchone()
-        return hit[0] if hit else None
-
     def feedback_frame(self) -> pd.DataFrame:
-        """Every feedback row (read incrementally; rows from other workers included)."""
+        """Every feedback row with its decision's task (read incrementally; rows from
+        other workers included)."""
         if self._con is None:
             raise LogUnavailable(self.error or "the decision log is not open")
+        cols = ", ".join(f"f.{c}" for c in FEEDBACK_COLUMNS)
         with self._lock:
             cur = self._con.execute(
-                f"SELECT rowid, {', '.join(FEEDBACK_COLUMNS)} FROM feedback WHERE rowid > ? ORDER BY rowid",
-                (self._feedback_rowid,))
+                f"SELECT f.rowid, {cols}, d.task FROM feedback f LEFT JOIN decisions d "
+                "ON d.decision_id = f.decision_id WHERE f.rowid > ? ORDER BY f.rowid", (self._feedback_rowid,))
             new = cur.fetchall()
         if new:
             self._feedback_rowid = new[-1][0]
             self._feedback_rows.extend(r[1:] for r in new)
-        return pd.DataFrame(self._feedback_rows, columns=list(FEEDBACK_COLUMNS))
+        return pd.DataFrame(self._feedback_rows, columns=[*FEEDBACK_COLUMNS, "task"])
 
     def feedback_count(self) -> int:
         with self._lock:

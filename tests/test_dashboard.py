@@ -15,7 +15,7 @@ from autoroute.config import build_router, load_config
 from autoroute.feedback import FEEDBACK_DDL
 from autoroute.scoring import prior_quality
 from autoroute.types import Request
-from autoroute.user_preference import fit_user_preference
+from autoroute.user_preference import fit_tier4
 from log_history import write_history
 from serving import dashboard
 from serving.store import LogStore
@@ -143,5 +143,5 @@ def test_tier4_credits_a_rating_to_the_rated_model():
     rows = [{"decision_id": f"d{i}", "prompt": "p", "routed_model": "claude-haiku-4.5",
              "chosen_model": "claude-opus-4.5", "event": "rating", "rating": 5.0, "user_id": "u", "org_id": None,
              "ts": "2026-01-01T00:00:00.000Z"} for i in range(4)]
-    table = fit_user_preference(pd.DataFrame(rows)).table["user:u"]
-    assert table.get("claude-opus-4.5", 0) > 0 and "claude-haiku-4.5" not in table
+    view = fit_tier4(pd.DataFrame(rows)).view("u", None, ["claude-opus-4.5", "claude-haiku-4.5"])
+    assert view.logits[0] > 0 and view.logits[1] == 0

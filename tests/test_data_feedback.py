@@ -58,7 +58,7 @@ def test_user_and_org_stats(log_db, catalog):
 
 def test_missing_log_gives_empty_tables_with_schema(tmp_path):
     log = read_feedback(tmp_path / "absent.sqlite")
-    assert list(log.columns) == FEEDBACK_COLUMNS and log.empty
+    assert list(log.columns) == FEEDBACK_COLUMNS + ["task"] and log.empty
     comps, stats = feedback_to_comparisons(log), user_stats(log)
     assert comps.empty and {"model_a", "model_b", "winner", "preference"} <= set(comps.columns)
     assert stats.empty and {"override_rate", "mean_rating"} <= set(stats.columns)

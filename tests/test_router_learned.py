@@ -7,7 +7,6 @@ import pytest
 from autoroute.config import build_router, load_config
 from autoroute.scoring import LearnedScorer, Scores, StaticUserPreference
 from autoroute.types import TASKS, Request, Space
-from autoroute.user_preference import fit_user_preference
 
 
 class TableScorer(LearnedScorer):
@@ -102,17 +101,3 @@ def test_tier4_user_preference_changes_the_pick(cfg, scorer):
     assert d.selected_model == runner_up.model and d.tier == 4 and "your usage" in d.reason
 
 
-def test_fit_user_preference_from_feedback():
-    rows = [dict(decision_id=f"d{i}", prompt="p", routed_model="claude-haiku-4.5", chosen_model="gpt-4o",
-                 event="override", rating=None, user_id="ada", org_id="acme", ts=i) for i in range(4)]
-    rows += [dict(decision_id="d9", prompt="p", routed_model="deepseek-v3", chosen_model=None, event="regenerate",
-                  rating=None, user_id="bob", org_id="acme", ts=9)]
-    rows += [dict(decision_id="d10", prompt="p", routed_model="deepseek-v3", chosen_model=None, event="rating",
-                  rating=1, user_id="bob", org_id="acme", ts=10)]
-    pref = fit_user_preference(pd.DataFrame(rows))
-    ada = dict(zip(["gpt-4o", "claude-haiku-4.5"], pref.adjust("ada", None, ["gpt-4o", "claude-haiku-4.5"])))
-    assert ada["gpt-4o"] > 0.1 and ada["claude-haiku-4.5"] < 0
-    assert pref.adjust("bob", None, ["deepseek-v3"])[0] == 0  # 2 events: below min_events
-    org = pref.adjust("carol", "acme", ["gpt-4o", "deepseek-v3"])
-    assert org[0] > 0 and org[1] < 0  # the org default applies to a new user of the org
-    assert np.all(pref.adjust("zed", "other", ["gpt-4o"]) == 0)

@@ -83,11 +83,11 @@ def test_overrides_teach_tier4_on_the_learned_stack(client):
         assert r.status_code == 200, r.text
     assert client.post("/admin/refresh", headers={"x-api-key": KEYS["admin"]}).status_code == 200
     after = route()
-    if after["selected_model"] != target:      # the learned gap was wider than Tier 4's boost: it still moved
+    if after["selected_model"] != target:      # the learned gap was wider than Tier 4's bounded term: it still moved
         score = lambda d: next(a["score"] for a in d["alternatives"] if a["model"] == target)  # noqa: E731
-        assert score(after) >= score(first) + 0.15, (first, after)
+        assert score(after) >= score(first) + 0.05, (first, after)
     else:
-        assert after["tier"] == 4 and "adjusted to your usage" in after["reason"], after
+        assert after["tier"] == 4 and "you usually switch to" in after["reason"], after
 
 
 def test_openai_client_through_the_learned_router(learned, fake_upstream):

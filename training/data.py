@@ -104,24 +104,9 @@ def _sample_groups(df: pd.DataFrame, by: str, key: str, n: int | None, seed: int
 
 
 def _read_feedback_events(db: Path) -> pd.DataFrame:
-    """The decision/feedback log as rows (autoroute.feedback owns the format)."""
-    if not db.exists():
-        return pd.DataFrame()
-    try:
-        from autoroute import feedback
-        for name in ("read_feedback", "load_feedback", "feedback_frame", "read_events"):
-            fn = getattr(feedback, name, None)
-            if callable(fn):
-                return fn(db)
-    except ImportError:
-        pass
-    import sqlite3
-    with sqlite3.connect(db) as con:
-        tables = [r[0] for r in con.execute("select name from sqlite_master where type='table'")]
-        for t in ("feedback", "events", "overrides"):
-            if t in tables:
-                return pd.read_sql(f"select * from {t}", con)
-    return pd.DataFrame()
+    """The feedback log's events with their decisions' tasks (autoroute.feedback owns the format)."""
+    from autoroute.feedback import read_feedback
+    return read_feedback(db) if db.exists() else pd.DataFrame()
 
 
 def load_data(dir: str, feedback_db: str | None = None, limits: Limits | dict | None = None,

@@ -28,7 +28,7 @@ from autoroute.classifier import ClassifierConfig, PooledEncoder, TaskClassifier
 from autoroute.embeddings import EmbeddingCache, Encoder, EncoderConfig
 from autoroute.model_features import model_features
 from autoroute.preference import PreferenceConfig
-from autoroute.scoring import StaticUserPreference, prior_quality
+from autoroute.scoring import prior_quality
 from autoroute.types import RoutingError
 
 from training import preference_report as PR
@@ -163,10 +163,12 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         priors = model_priors(catalog, models_in_data)
         feats, feat_src = (model_features(catalog, models_in_data + list(catalog.offered), *arena_ratings(cfg))
                            if cfg.training.model_features else (None, None))
-        from autoroute.user_preference import fit_user_preference
-        user_pref = fit_user_preference(data.feedback_events) if len(data.feedback_events) \
-            else StaticUserPreference({})
-        metrics["tier4/profiles"] = len(user_pref.table)
+        from hydra.utils import instantiate
+
+        from autoroute.user_preference import fit_tier4
+        user_pref = fit_tier4(data.feedback_events, instantiate(cfg.router.tier4))
+        metrics["tier4/profiles"] = sum(1 for k in user_pref.table if k != "global")
+        metrics["tier4/feedback_events"] = len(data.feedback_events)
         val_groups = P.validation_groups(data, ev.validation_fraction, cfg.seed, set())
         in_val = lambda ps: ps.take(ps.meta["dup_group"].astype(str).isin(val_groups))  # noqa: E731
         val_sets = [in_val(routing.outcome_pairs(data, "routerbench", ev.nmodel_sources, ev.strong, ev.weak, ["train"])),

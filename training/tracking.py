@@ -84,6 +84,8 @@ class Tracker:
     greater_is_better: bool = True
     min_improvement: float = 0.0
     register: bool = True
+    selection: str = "if_better"     # if_better: the alias moves only on a better primary metric;
+                                     # always: a challenger (alias `challenger`) is registered whatever it scores
     bentoml_home: str | None = None
     bento_model: str = "autoroute-router"
     export_bentoml: bool = True
@@ -156,9 +158,18 @@ class Tracker:
         result = {"candidate": new, "previous": old, "previous_version": getattr(mv, "version", None),
                   "promoted": False, "version": None, "data_version": data_version, "protocol": protocol,
                   "reason": ""}
+        if self.selection not in ("if_better", "always"):
+            raise ValueError(f"tracking.selection must be if_better or always, not {self.selection!r}")
+        if self.selection == "always" and self.alias == "champion":
+            raise ValueError("tracking.selection=always registers a challenger whatever it scores: give it its own "
+                             "alias (experiment=challenger); the champion alias moves only through the gate")
         client = mlflow.MlflowClient()
         comparable = mv is None or (tags.get("data_version") == data_version and tags.get("protocol") == protocol)
-        if not servable:
+        challenger = self.selection == "always"   # e.g. experiment=challenger: its own alias, promoted by hand
+        if challenger and self.register:
+            result["reason"] = (f"tracking.selection=always: registered as {self.alias!r} whatever it scores "
+                                f"({self.primary_metric} {new}); the champion alias is not touched")
+        elif not servable:
             result["reason"] = f"not servable: {not_servable_reason}"
         elif not self.register:
             result["reason"] = "registration disabled (tracking.register=false)"
@@ -171,7 +182,7 @@ class Tracker:
                                 f"{self.min_improvement}")
         else:
             result["reason"] = f"{self.primary_metric} {new} beats {old} by more than {self.min_improvement}"
-        promote = servable and self.register and (not comparable or self.beats(new, old))
+        promote = self.register and (challenger or (servable and (not comparable or self.beats(new, old))))
         if not promote:
             log.info("selection: champion unchanged (%s)", result["reason"])
             client.set_tag(run_id, "selection", "not_servable" if not servable else "kept_champion")
@@ -182,7 +193,7 @@ class Tracker:
                          ("protocol", protocol)):
             client.set_model_version_tag(self.registered_model, version.version, key, str(val))
         client.set_registered_model_alias(self.registered_model, self.alias, version.version)
-        client.set_tag(run_id, "selection", "champion")
+        client.set_tag(run_id, "selection", self.alias)
         client.set_tag(run_id, "selection_reason", result["reason"][:5000])
         result.update(promoted=True, version=str(version.version))
         log.info("selection: version %s is the new %s (%s)", version.version, self.alias, result["reason"])

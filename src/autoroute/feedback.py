@@ -54,11 +54,26 @@ CREATE TABLE IF NOT EXISTS decisions (
     tier           INTEGER,
     payload        TEXT,                 -- the full Decision as JSON
     requested      TEXT,                 -- what the client asked for: 'auto' or the model it picked (a lock)
-    arm            TEXT                  -- the A/B arm that decided: 'champion' or a challenger's name
+    arm            TEXT                  -- the A/B arm that decided: 'champion' or 'challenger'
 );
 """
 #: columns added to `decisions` after its first release (added to older logs on open)
 DECISIONS_ADDED = {"requested": "TEXT", "arm": "TEXT"}
+
+# Decisions a challenger made in shadow for a served decision (scored and logged, not served).
+SHADOW_DDL = """
+CREATE TABLE IF NOT EXISTS shadow_decisions (
+    decision_id    TEXT PRIMARY KEY,     -- the served decision
+    ts             TEXT NOT NULL,
+    arm            TEXT NOT NULL,        -- the arm that decided in shadow
+    selected_model TEXT NOT NULL,
+    task           TEXT,
+    tier           INTEGER,
+    estimated_cost REAL,
+    latency_ms     REAL,
+    payload        TEXT                  -- the shadow Decision as JSON
+);
+"""
 
 FEEDBACK_COLUMNS = ["decision_id", "prompt", "routed_model", "chosen_model", "event", "rating", "user_id", "org_id",
                     "ts"]
@@ -69,15 +84,22 @@ STATS_COLUMNS = ["scope", "key", "model", "decisions", "overrides_to", "override
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
-    conn.executescript(FEEDBACK_DDL + DECISIONS_DDL)
+    conn.executescript(FEEDBACK_DDL + DECISIONS_DDL + SHADOW_DDL)
 
 
 def read_feedback(db: Path) -> pd.DataFrame:
-    """The feedback table; an empty frame with the schema when the log does not exist."""
+    """The feedback table, with the task of each event's decision (`task`, None when
+    the decision is not in the log); an empty frame with the schema when the log does not exist."""
     if not Path(db).exists():
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "rating" else "object") for c in FEEDBACK_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "rating" else "object")
+                             for c in FEEDBACK_COLUMNS + ["task"]})
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return pd.read_sql_query(f"SELECT {', '.join(FEEDBACK_COLUMNS)} FROM feedback ORDER BY ts, id", conn)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        cols = ", ".join(f"f.{c}" for c in FEEDBACK_COLUMNS)
+        if "decisions" in tables:
+            return pd.read_sql_query(f"SELECT {cols}, d.task FROM feedback f LEFT JOIN decisions d "
+                                     "ON d.decision_id = f.decision_id ORDER BY f.ts, f.id", conn)
+        return pd.read_sql_query(f"SELECT {cols}, NULL AS task FROM feedback f ORDER BY f.ts, f.id", conn)
 
 
 def validate_feedback(df: pd.DataFrame, catalog: Catalog | None = None) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from autoroute.catalog import Catalog
-from autoroute.scoring import LearnedScorer, NoUserPreference, Scores, UserPreference, prior_quality
+from autoroute.scoring import LearnedScorer, NoUserPreference, Scores, Tier4View, UserPreference, prior_quality
 from autoroute.selection import SelectionConfig, choose, explain, relative
 from autoroute.signals import Signals, extract
 from autoroute.types import TASK_LABELS, TASKS, Alternative, Decision, Request, RoutingError
@@ -315,7 +315,8 @@ class Router:
                     sources[i] = scores.source(idx[m])
         out_tokens = self.output_tokens(request, task)
         costs = [cat.cards[m].estimate_cost(sig.estimated_tokens, out_tokens) for m in pool]
-        adjust = self.user_preference.adjust(request.user_id, request.org_id, pool) * s.user_preference_weight
+        t4 = self.user_preference.view(request.user_id, request.org_id, pool, task)
+        adjust = t4.adjust * s.user_preference_weight
         variant = request.variant
         speeds = [cat.cards[m].speed or 0.0 for m in pool]
         pick = choose(quality, costs, request.cost_quality, s.selection, variant, speeds, adjust)
@@ -328,10 +329,18 @@ class Router:
                 if mid in pool:
                     chosen = pool.index(mid)
                     break
+        default = chosen
+        if chosen is not None and s.user_preference_weight > 0:
+            # a rule's preference is a default, not a lock: strong Tier 4 evidence replaces it
+            swap = t4.overrides(chosen)
+            if swap is not None:
+                chosen = swap
+                tier, why = 4, (self._tier4_why(t4, pool, swap, default, task)
+                                 + f"; the rule default ({why}) is {cat.cards[pool[default]].display_name}")
         if chosen is None:
             chosen = pick.index
             if tier >= 3 and np.any(adjust) and plain.index != chosen:
-                tier, why = 4, why + "; adjusted to your usage"
+                tier, why = 4, self._tier4_why(t4, pool, chosen, plain.index, task) + f" ({why})"
         if variant != "auto":
             band = s.floor_band if variant == "floor" else s.nitro_band
             what = "cheapest" if variant == "floor" else "fastest"
@@ -344,7 +353,7 @@ class Router:
         if why:
             reason += f" ({why})"
         first = cat.try_resolve(prefer[0]) if prefer and variant == "auto" else None
-        if first is not None and first != model:
+        if first is not None and first != model and first not in pool:
             reason += f"; {cat.cards[first].display_name} is not available for this request"
         best_i, q_vs_best, cost_vs_best = relative(quality, costs, chosen)
         best = pool[best_i]
@@ -368,6 +377,22 @@ class Router:
             quality_vs_best=round(q_vs_best, 6), cost_vs_best=None if cost_vs_best is None else round(cost_vs_best, 6),
             estimated_cost=costs[chosen], estimated_tokens=sig.estimated_tokens, degraded=self.degraded,
             latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+
+    def _tier4_why(self, t4: Tier4View, pool: list[str], chosen: int, instead: int | None, task: str | None) -> str:
+        """"you usually switch to Claude Opus 4.5 for coding" (who: you / your organisation / users)."""
+        names = self.catalog.cards
+        what = f" for {TASK_LABELS.get(task, task)}" if task else ""
+        if t4.logits[chosen] > 0:
+            src, verb, model = t4.source[chosen], "switch to", pool[chosen]
+        elif instead is not None and t4.logits[instead] < 0:
+            src, verb, model = t4.source[instead], "switch away from", pool[instead]
+        else:
+            return "adjusted to your usage"
+        who = {"user": "you usually", "org": "your organisation usually", "global": "users usually"}.get(src,
+                                                                                                    "you usually")
+        if src in ("org", "global"):
+            verb = verb.replace("switch", "switches", 1) if src == "org" else verb
+        return f"{who} {verb} {names[model].display_name}{what}"
 
     def _hinted_task(self, sig: Signals) -> tuple[str | None, float]:
         if not sig.task_hints:

@@ -2,6 +2,7 @@
 that stands in for any model the learned tiers know nothing about."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -43,33 +44,64 @@ class LearnedScorer(ABC):
         ...
 
 
+@dataclass
+class Tier4View:
+    """Tier 4's view of a pool for one request.
+
+    adjust: additive utility terms for the selection rule (bounded);
+    logits: the learned preference of each model (0 = no evidence);
+    source: per model, the level its preference mostly comes from
+        ("user", "org", "global", or "" without evidence);
+    rule_margin: a model preferred by at least this many logits over a rule's
+        default replaces the default (inf: never)."""
+    adjust: np.ndarray
+    logits: np.ndarray
+    source: list[str]
+    rule_margin: float = math.inf
+
+    def overrides(self, default: int) -> int | None:
+        """The pool index that replaces the rule's `default`, or None."""
+        if len(self.logits) == 0 or not math.isfinite(self.rule_margin):
+            return None
+        best = int(np.argmax(self.logits))
+        if best != default and self.logits[best] - self.logits[default] >= self.rule_margin:
+            return best
+        return None
+
+
 class UserPreference(ABC):
-    """Tier 4: additive per-model adjustments for a user and organisation."""
+    """Tier 4: per-user and per-organisation preferences, per task."""
 
     @abstractmethod
-    def adjust(self, user_id: str | None, org_id: str | None, models: Sequence[str]) -> np.ndarray:
+    def view(self, user_id: str | None, org_id: str | None, models: Sequence[str],
+             task: str | None = None) -> Tier4View:
         ...
+
+    def adjust(self, user_id: str | None, org_id: str | None, models: Sequence[str],
+               task: str | None = None) -> np.ndarray:
+        return self.view(user_id, org_id, models, task).adjust
 
 
 class NoUserPreference(UserPreference):
-    def adjust(self, user_id, org_id, models):
-        return np.zeros(len(models))
+    def view(self, user_id, org_id, models, task=None):
+        return Tier4View(np.zeros(len(models)), np.zeros(len(models)), [""] * len(models))
 
 
 class StaticUserPreference(UserPreference):
-    """Adjustments from a table ``{"user:<id>": {model: delta}, "org:<id>": {...}}``."""
+    """Fixed adjustments from a table ``{"user:<id>": {model: delta}, "org:<id>": {...}}``
+    (task-agnostic; never replaces a rule's default)."""
 
     def __init__(self, table: Mapping[str, Mapping[str, float]] | None = None, max_boost: float = 0.2):
         self.table = {k: dict(v) for k, v in (table or {}).items()}
         self.max_boost = max_boost
 
-    def adjust(self, user_id, org_id, models):
+    def view(self, user_id, org_id, models, task=None):
         out = np.zeros(len(models))
         for key in (f"org:{org_id}" if org_id else None, f"user:{user_id}" if user_id else None):
             row = self.table.get(key) if key else None
             if row:
                 out += np.array([row.get(m, 0.0) for m in models])
-        return np.clip(out, -self.max_boost, self.max_boost)
+        return Tier4View(np.clip(out, -self.max_boost, self.max_boost), np.zeros(len(models)), [""] * len(models))
 
 
 def prior_quality(catalog: Catalog, models: Sequence[str], task: str | None,
