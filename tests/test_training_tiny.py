@@ -13,10 +13,6 @@ import pytest
 from conftest import PY, ROOT
 
 
-def test_tiny_run_finishes_under_two_minutes(tiny_run):
-    assert tiny_run["seconds"] < 120, f"tiny run took {tiny_run['seconds']:.0f}s"
-
-
 def test_tiny_run_reports_every_metric(tiny_run):
     m = tiny_run["metrics"]
     for fam in ("lobo", "heldout"):
