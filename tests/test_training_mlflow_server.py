@@ -2,6 +2,8 @@
 backend, one worker) instead of the local store."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -36,14 +38,28 @@ def mlflow_server(tmp_path):
                 pytest.fail("mlflow server exited")
             time.sleep(0.5)
     else:
-        proc.kill()
+        _stop(proc)
         pytest.fail("mlflow server did not come up")
     yield url
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server and its workers (uvicorn, job runner, huey consumers): its whole process group."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:   # the leader is gone; its workers may still be shutting down
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return
 
 
 def test_tiny_run_logs_to_a_tracking_server(training_env, mlflow_server, tmp_path):

@@ -324,8 +324,10 @@ def run(cfg: DictConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     home = Path(sim.bentoml_home)
     if not (home / "models" / "autoroute-router" / "latest").is_file():
-        raise SystemExit(f"no champion autoroute-router in {home}: train one first (`python -m training.run`, "
-                         "or `experiment=tiny` for a quick one)")
+        raise SystemExit(f"no champion autoroute-router in {home}: train one first (`python -m training.run`); "
+                         "a sliced run such as experiment=tiny is never exported as the champion: for a quick "
+                         "one export its bundle by hand (`python -c \"from autoroute.bundle import "
+                         "export_to_bentoml; export_to_bentoml('<run dir>/bundle')\"`)")
     catalog = Catalog.from_config(cfg.catalog)
     taste = tastes(sim, catalog, Path(cfg.paths.processed))
     for t in taste.values():
