@@ -206,6 +206,7 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         log_json(clf_report, "classifier_report.json")
         R.quality_table(metrics).to_csv(out_dir / "quality_table.csv")
         mlflow.log_artifact(str(out_dir / "quality_table.csv"))
+        product.to_csv(out_dir / "product_quality.csv", index=False)
         mlflow.log_artifact(str(out_dir / "product_quality.csv"))
         mlflow.log_text(table_text, "quality_table.txt")
         # ---- bundle, selection, registration
