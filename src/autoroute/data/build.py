@@ -42,7 +42,7 @@ OUTCOME_SPLITS = ("train", "validation", "test", "eval")
 
 def group_prompts(tables: list[pd.DataFrame], nd: dict) -> dict[str, str]:
     """prompt_id -> near-duplicate group key (the smallest prompt_id in the group)."""
-    texts = pd.concat([t.assign(dedup_text=t["dedup_text"] if "dedup_text" in t else t["prompt"])[
+    texts = pd.concat([t.assign(dedup_text=t["dedup_text"] if "dedup_text" in t else t["prompt"].map(modern.dedup_view))[
         ["prompt_id", "dedup_text"]] for t in tables]).drop_duplicates("prompt_id")
     texts = texts.sort_values("prompt_id").reset_index(drop=True)
     roots = near_duplicate_groups(texts["dedup_text"].tolist(), num_perm=int(nd["num_perm"]), bands=int(nd["bands"]),

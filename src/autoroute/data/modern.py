@@ -184,9 +184,17 @@ def prepare_outcomes(source: str, df: pd.DataFrame, params: dict, drops) -> pd.D
         drops.add("suspect_model_rows", source, int(suspect.sum()))
         df = df[~suspect]
     if source == "zeroeval_crux":
-        code = df["prompt"].str.find("[PYTHON]")
-        df = df.assign(dedup_text=[p[i:] if i >= 0 else p for p, i in zip(df["prompt"], code)])
+        df = df.assign(dedup_text=df["prompt"].map(dedup_view))
     return df
+
+
+def dedup_view(prompt: str) -> str:
+    """The part of a prompt near-duplicate detection compares: for CRUXEval (the shared
+    instruction, then a ``[PYTHON]`` block) the code block, else the whole prompt. Every
+    table that holds a CRUXEval prompt (outcomes, labelled prompts) must group it by
+    the same view, or the shared instruction joins every CRUXEval prompt in one group."""
+    i = prompt.find("[PYTHON]")
+    return prompt[i:] if i >= 0 else prompt
 
 
 def arena_ratings(raw: Path, resolve) -> pd.DataFrame:
