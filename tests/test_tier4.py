@@ -122,3 +122,21 @@ def test_tier4_over_a_learned_choice_names_the_preference(router_cfg):
     d = router.route(Request.from_prompt("hello there", user_id="ada"))
     assert d.selected_model == MINI and d.tier == 4
     assert "you usually switch to GPT-4o-mini for quick questions" in d.reason
+
+
+def test_strong_evidence_replaces_the_learned_pick_whatever_the_quality_gap(router_cfg):
+    """The bounded utility term cannot bridge a wide quality gap; consistent overrides must still win."""
+    prompt, who = "Explain why the Roman Republic fell, with the main causes.", dict(user_id="ada", org_id="acme",
+                                                                                      cost_quality=0.95)
+    plain = build_router(router_cfg).route(Request.from_prompt(prompt, **who))
+    assert plain.selected_model != MINI and plain.scores[plain.selected_model] - plain.scores[MINI] > 0.2
+    rows = [ev("override", plain.selected_model, MINI, task=plain.task, ts=i) for i in range(4)]
+    d = build_router(router_cfg, user_preference=fit_tier4(pd.DataFrame(rows), levels=("user",))).route(
+        Request.from_prompt(prompt, **who))
+    assert d.selected_model == MINI and d.tier == 4 and "you usually switch to GPT-4o-mini" in d.reason
+    one = build_router(router_cfg, user_preference=fit_tier4(pd.DataFrame(rows[:1]), levels=("user",))).route(
+        Request.from_prompt(prompt, **who))
+    assert one.selected_model != MINI                                # one override is not strong evidence
+    floor = build_router(router_cfg, user_preference=fit_tier4(pd.DataFrame(rows), levels=("user",))).route(
+        Request.from_prompt(prompt, variant="floor", **who))
+    assert floor.tier != 4 or floor.selected_model != MINI or "auto:floor" in floor.reason

@@ -339,7 +339,14 @@ class Router:
                                  + f"; the rule default ({why}) is {cat.cards[pool[default]].display_name}")
         if chosen is None:
             chosen = pick.index
-            if tier >= 3 and np.any(adjust) and plain.index != chosen:
+            # the bounded utility term moves close calls; strong evidence (the same margin that replaces a
+            # rule's default) replaces the selection's pick, whatever the quality gap the scores put between them
+            # (measured against the unadjusted pick: the choice the user has been overriding)
+            swap = t4.overrides(plain.index) if variant == "auto" and s.user_preference_weight > 0 else None
+            if swap is not None:
+                tier, why = 4, self._tier4_why(t4, pool, swap, plain.index, task) + (f" ({why})" if why else "")
+                chosen = swap
+            elif tier >= 3 and np.any(adjust) and plain.index != chosen:
                 tier, why = 4, self._tier4_why(t4, pool, chosen, plain.index, task) + f" ({why})"
         if variant != "auto":
             band = s.floor_band if variant == "floor" else s.nitro_band

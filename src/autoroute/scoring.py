@@ -53,14 +53,14 @@ class Tier4View:
     source: per model, the level its preference mostly comes from
         ("user", "org", "global", or "" without evidence);
     rule_margin: a model preferred by at least this many logits over a rule's
-        default replaces the default (inf: never)."""
+        default, or over the selection's pick, replaces it (inf: never)."""
     adjust: np.ndarray
     logits: np.ndarray
     source: list[str]
     rule_margin: float = math.inf
 
     def overrides(self, default: int) -> int | None:
-        """The pool index that replaces the rule's `default`, or None."""
+        """The pool index that replaces `default` (a rule's preference or the selection's pick), or None."""
         if len(self.logits) == 0 or not math.isfinite(self.rule_margin):
             return None
         best = int(np.argmax(self.logits))
