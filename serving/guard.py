@@ -74,6 +74,16 @@ async def send_json(send: Callable, status: int, body: bytes, headers: list | No
     await send({"type": "http.response.body", "body": body})
 
 
+def echo_request_id(send: Callable, rid: bytes) -> Callable:
+    """`send` that adds the client's `x-request-id` to the response headers (request tracing;
+    the benchmark's load generator times each answer by it)."""
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            message = dict(message, headers=[*message.get("headers", ()), (b"x-request-id", rid)])
+        await send(message)
+    return wrapped
+
+
 class BadInput(Exception):
     def __init__(self, message: str, status: int = 400, code: str = "invalid_request"):
         super().__init__(message)
@@ -154,6 +164,9 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
+        rid = next((v for k, v in scope.get("headers") or () if k == b"x-request-id"), None)
+        if rid is not None:                         # echoed on the answer, whoever gives it
+            send = echo_request_id(send, rid[:128])
         svc = running_service()
         if method == "GET" and path in ("/healthz", "/readyz", "/livez"):
             if svc is None:

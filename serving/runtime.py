@@ -152,9 +152,10 @@ class Champion:
 
 def load_champion(stored_model, cfg: DictConfig, overrides: Sequence[str], tag: str = "autoroute-router:latest",
                   live_tier4: Callable[[UserPreference | None], UserPreference] | None = None) -> Champion:
-    """The served router, composed once: the champion bundle (`stored_model`, the
-    BentoML store entry for `tag`, or None when absent) with the scorer parts of
-    `serving.scorer` / `serving.encoder`, and Tier 4 as `live_tier4(bundle table)`."""
+    """The served router, composed once (`autoroute.compose.served_router`): the champion
+    bundle (`stored_model`, the BentoML store entry for `tag`, or None when absent) with
+    the scorer parts of `serving.scorer` / `serving.encoder`, and Tier 4 as
+    `live_tier4(bundle table)`."""
     from hydra.utils import instantiate
 
     from autoroute.config import build_router
@@ -170,22 +171,9 @@ def load_champion(stored_model, cfg: DictConfig, overrides: Sequence[str], tag: 
                    "`python -m training.run`")
     else:
         try:
-            from autoroute.bundle import load_router
-            from autoroute.compose import compose_scorer
-
-            sc = cfg.serving.scorer
-
-            def parts(scorer, user_pref):
-                if scorer is not None:
-                    scorer = compose_scorer(scorer, instantiate(cfg.serving.encoder), instantiate(sc.fallback),
-                                            int(sc.cache_size), sc.check_tolerance, str(stored_model.tag),
-                                            stored_model.path)
-                return scorer, live(user_pref)
-
-            knn_search = instantiate(sc.knn_search) if sc.get("knn_search") is not None else None
-            # the fp32 encoder: each backend makes its own int8 version
-            router = load_router(stored_model.path, overrides=[*user_overrides(overrides), "bundle.quantize=false"],
-                                 parts=parts, knn_search=knn_search)
+            from autoroute.compose import served_router
+            router = served_router(stored_model.path, cfg.serving, user_overrides(overrides), str(stored_model.tag),
+                                   live)
             note = getattr(router.scorer, "note", None)
             log.info("champion %s loaded: %s", stored_model.tag, note)
             return Champion(router, bool(getattr(router, "degraded", False)), str(stored_model.tag), runtime=note)

@@ -40,6 +40,14 @@ def test_route_decision_fields(client):
     assert d["estimated_cost"] > 0 and d["degraded"] is True      # the tmp model store is empty
 
 
+def test_request_id_is_echoed_on_answers_and_refusals(client):
+    ok = client.post("/route", json=msg(NEUTRAL), headers={"x-request-id": "trace-1"})
+    bad = client.post("/route", content=b"{not json", headers={"x-request-id": "trace-2"})
+    assert ok.status_code == 200 and ok.headers["x-request-id"] == "trace-1"
+    assert bad.status_code == 400 and bad.headers["x-request-id"] == "trace-2"
+    assert "x-request-id" not in client.post("/route", json=msg(NEUTRAL)).headers
+
+
 def test_route_batch_in_order(client):
     r = client.post("/route_batch", json={"requests": [msg("hello"), msg(NEUTRAL),
                                                        {**msg("hi"), "space": {"type": "coding"}}]})

@@ -132,5 +132,27 @@ def test_onnx_encoder_agrees_with_pytorch(tiny_run, learned, onnx_cache):
 
 def test_the_run_measured_the_served_encoder(tiny_run):
     m = tiny_run["metrics"]
-    acc, fp32 = m["classifier/test_served_onnx_int8/accuracy"], m["classifier/test/accuracy"]
+    acc, fp32 = m["classifier/test_served/accuracy"], m["classifier/test/accuracy"]
     assert 0.0 <= acc <= 1.0 and abs(acc - fp32) < 0.15, (acc, fp32)     # int8 as served vs fp32, held-out prompts
+    assert 0.0 <= m["val/classifier/macro_f1"] <= 1.0                    # the gate reads the served encoder too
+
+
+def test_the_run_evaluated_the_router_as_served(tiny_run):
+    """Every bundle the run evaluated ships the run's one ONNX file, and the evaluated router is
+    the service's composition (same backend, same decisions as a fresh load by the service)."""
+    from autoroute.compose import ONNX_FILE, served_router
+    from autoroute.config import load_config
+    from autoroute.types import Request
+
+    out = tiny_run["out"]
+    bundles = [out / "bundle", *sorted((out / "bundles").iterdir())]
+    inodes = {(b / ONNX_FILE).stat().st_ino for b in bundles}
+    assert len(bundles) > 3 and len(inodes) == 1                          # one export, hard-linked everywhere
+    serving = load_config([]).serving
+    router = served_router(out / "bundle", serving, tag="t")
+    assert router.scorer.note.startswith("ONNX Runtime int8 encoder (shipped in the bundle"), router.scorer.note
+    m = tiny_run["metrics"]
+    assert m["served/batch_vs_alone/decision_agreement"] >= 0.75         # cached pass vs one prompt alone
+    texts = [NEUTRAL, "Prove that sqrt(2) is irrational", "Translate 'good night' into Spanish"]
+    d = router.route_batch([Request.from_prompt(t) for t in texts])
+    assert not any(x.degraded for x in d) and any(x.tier >= 3 for x in d)

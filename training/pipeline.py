@@ -4,7 +4,7 @@ classifier -> preference model per protocol -> the served router's evaluation
 from the config.
 
 Every number in the tables is a decision of the router a user gets: each
-protocol's fit is saved as a bundle, loaded with `load_router` and swept over
+protocol's fit is saved as a bundle, loaded as the service composes it and swept over
 its knob (`training.served`); baselines sit beside it. Choices (the quality
 head's blend weight, the champion gate) read the validation slice only."""
 from __future__ import annotations
@@ -22,9 +22,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from autoroute import metrics as M
-from autoroute.bundle import load_router, save_bundle
+from autoroute.bundle import save_bundle
 from autoroute.catalog import Catalog
-from autoroute.classifier import ClassifierConfig, PooledEncoder, TaskClassifier
+from autoroute.classifier import ClassifierConfig, TaskClassifier
+from autoroute.compose import served_router
 from autoroute.embeddings import EmbeddingCache, Encoder, EncoderConfig
 from autoroute.model_features import model_features
 from autoroute.preference import PreferenceConfig
@@ -73,12 +74,12 @@ def arena_ratings(cfg: DictConfig) -> tuple[pd.DataFrame | None, str]:
     return (pd.read_parquet(path) if path.exists() else None), str(cfg.data.priors.reference)
 
 
-def embed(cfg: DictConfig, clf: TaskClassifier, table: routing.PromptTable, features: str) -> None:
+def embed(cfg: DictConfig, clf: TaskClassifier, table: routing.PromptTable, features: str, backend) -> None:
+    """The features of every prompt: one pass of the served encoder `backend` (the service's
+    int8 ONNX encoder by default; `served.served_encoder`), cached by its fingerprint."""
     cache = EmbeddingCache(cfg.training.embedding_cache)
     t0 = time.time()
-    # the serving encoder (int8 when the bundle serves int8) computes the training features too
-    enc_clf = clf.quantized() if cfg.training.bundle.quantize else clf
-    pooled = cache.encode(PooledEncoder(enc_clf), table.texts, progress=cfg.training.progress, desc="encode prompts")
+    pooled = cache.encode(backend, table.texts, progress=cfg.training.progress, desc="encode prompts")
     emb, probs = clf.from_pooled(pooled)
     if features == "base":
         enc = Encoder(EncoderConfig(name_or_path=clf.meta.get("encoder_source"), max_length=clf.max_length))
@@ -145,18 +146,28 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
                                                       reuse=cfg.training.get("classifier_dir"))
         metrics.update({f"classifier/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
         metrics.update(R.classifier_metrics(clf_report))
-        if "int8" in clf_report:   # what the int8 serving encoder scores
+        if "int8" in clf_report:   # the PyTorch int8 encoder (the CLI's and the MLflow model's)
             metrics.update(R.classifier_metrics(clf_report["int8"], "classifier/test_int8"))
-        if "validation" in clf_report:
-            metrics.update(R.classifier_metrics(clf_report["validation"], "val/classifier"))
         metrics["time/classifier_s"] = time.time() - t0
         clf_dir = out_dir / "classifier"
         clf.save(clf_dir)
         clf_inputs = dict(clf_data.prompts)
+        # ---- the encoder as served (int8 ONNX by default): shipped in every bundle, measured on the
+        # held-out prompts, and the one pass every feature and every evaluated decision reads
+        t0 = time.time()
+        onnx = served.export_onnx_encoder(clf, out_dir) if cfg.training.bundle.get("onnx", False) else None
+        backend = served.served_encoder(clf, cfg.serving, out_dir, f"run-{run.info.run_id}")
+        mlflow.set_tag("served_encoder", backend.note)
+        bins = clf_cfg.calibration_bins
+        metrics.update(R.classifier_metrics(served.served_classifier_report(clf, backend, data.prompts["test"], bins),
+                                            "classifier/test_served"))
+        metrics.update(R.classifier_metrics(served.served_classifier_report(clf, backend, clf_data.prompts["validation"],
+                                                                            bins), "val/classifier"))
+        metrics["time/served_encoder_s"] = time.time() - t0
         # ---- features (one pass of the served encoder), validation slice, protocols
         t0 = time.time()
         table = routing.PromptTable.build(data)
-        embed(cfg, clf, table, cfg.training.features)
+        embed(cfg, clf, table, cfg.training.features, backend)
         metrics["time/embed_s"] = time.time() - t0
         models_in_data = sorted(set(data.outcomes["model"]) | set(data.comparisons["model_a"])
                                 | set(data.comparisons["model_b"]))
@@ -175,7 +186,7 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
                     in_val(routing.chat_pairs(data, "chat", ev.loso_source, ev.chat_strong, ev.chat_weak, ["train"]))]
         cache = EmbeddingCache(cfg.training.embedding_cache)
         ctx = _Ctx(cfg, ev, data, table, pref_cfg, priors, val_groups, val_sets, clf_dir, clf_inputs, user_pref,
-                   cache, out_dir / "bundles", metrics, feats, feat_src)
+                   cache, out_dir / "bundles", metrics, feats, feat_src, onnx, f"run-{run.info.run_id}")
         # ---- the champion fit, served: validation (the gate), RouterBench, product models, the mix
         t0 = time.time()
         champ = ctx.fit(holdouts[0])
@@ -188,7 +199,7 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
                                data.outcomes[data.outcomes["model"] == m])
             metrics.update({f"preference/cold_start/{m}/{k}": v for k, v in cs.items() if k != "evidence"})
         champ_dir = ctx.bundle(champ, out_dir / "bundle", info={})
-        router = load_router(champ_dir, embedding_cache=cache)
+        router = ctx.served(champ_dir)
         nm = evaluate_champion(ctx, champ, router, metrics)
         metrics["time/champion_s"] = time.time() - t0
         # ---- the two-model protocols (in-domain folds, leave one benchmark out, leave one subset out)
@@ -215,14 +226,6 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         info = {"run_id": run.info.run_id, "git_sha": mlflow.get_run(run.info.run_id).data.tags.get("git_sha"),
                 "data_versions": data.versions, "primary_metric": metrics[tracker.primary_metric], **versions}
         bundle_dir = ctx.bundle(champ, out_dir / "bundle", info=info, metrics=metrics)
-        if cfg.training.bundle.get("onnx", False):   # the encoder as served: shipped and measured
-            t0 = time.time()
-            served.ship_onnx_encoder(clf, bundle_dir)
-            onnx = R.classifier_metrics(served.served_classifier_report(clf, bundle_dir, data, clf_cfg.calibration_bins),
-                                        "classifier/test_served_onnx_int8")
-            onnx["time/onnx_export_s"] = time.time() - t0
-            metrics.update(onnx)
-            tracker.log_metrics(onnx)
         model_uri = tracker.log_bundle(bundle_dir)
         selection = tracker.select_and_register(model_uri, metrics, run.info.run_id, versions["data_version"],
                                                 versions["protocol"], may_serve, why_not)
@@ -259,6 +262,12 @@ class _Ctx:
     metrics: dict
     feats: object = None           # autoroute.model_features rows (cold start), or None
     feat_src: dict | None = None
+    onnx: Path | None = None       # the run's int8 ONNX encoder, hard-linked into every bundle
+    tag: str = "run"               # names the run's bundles for the served composition
+
+    def served(self, folder: Path):
+        """The bundle's router as the service composes it, reading the run's cached encoder pass."""
+        return served_router(folder, self.cfg.serving, tag=self.tag, embedding_cache=self.cache)
 
     def fit(self, h: P.Holdout) -> routing.Fit:
         held_texts = ()
@@ -297,7 +306,7 @@ class _Ctx:
                            user_preference=self.user_pref, metrics=metrics or {},
                            info={**info, "protocol_name": fit.holdout.name}, features=self.cfg.training.features,
                            bundle_options=OmegaConf.to_container(self.cfg.training.bundle, resolve=True),
-                           knn=fit.knn, mf_weight=fit.mf_weight)
+                           knn=fit.knn, mf_weight=fit.mf_weight, onnx_encoder=self.onnx)
 
     @property
     def cost_weight(self) -> float:
@@ -438,7 +447,7 @@ def evaluate_two_model(ctx: _Ctx, holdouts: list[P.Holdout]) -> dict:
                 results[(fam, bench, name)] = M.two_model_sweep(sc, s, w)
             pooled = routing.PairSet(bench, parts[0][2].strong, parts[0][2].weak, None, s, w)
             results.update({(fam, bench, n): r for n, r in routing.fixed_baselines(pooled, ev.baselines).items()})
-            routers = [load_router(p[1], embedding_cache=ctx.cache) for p in parts]
+            routers = [ctx.served(p[1]) for p in parts]
             lead = np.concatenate([served.effective_lead(r, p[2].meta["prompt"].tolist(), p[2].strong, p[2].weak,
                                                          p[3]["head"]) for r, p in zip(routers, parts)])
             knobs = served.switch_knobs(lead, ctx.cost_weight, ev.knob_points[fam])

@@ -44,6 +44,9 @@ class EvalConfig:
     baselines: tuple[str, ...] = ("random", "length", "knn", "classifier_prior", "oracle")
     # the quality head = w * mf + (1 - w) * knn, w chosen on the validation slice from this grid
     mf_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    # the kNN head costs serving latency: a blend with it (w < 1) is chosen only when its validation
+    # APGR beats the preference model alone (w = 1) by at least this much
+    knn_min_gain: float = 0.0
     validation_fraction: float = 0.1
     # leave one benchmark out: benchmark -> its RouteLLM evaluation source(s)
     lobo: dict = field(default_factory=lambda: {"mmlu": ["routellm_mmlu"], "gsm8k": ["routellm_gsm8k"]})
@@ -373,6 +376,8 @@ def fit_protocol(pref_cfg: PreferenceConfig, table: PromptTable, data: TrainingD
         val[w] = float(np.mean(apgrs)) if apgrs else float("nan")
     finite = {w: v for w, v in val.items() if np.isfinite(v)}
     best = max(finite, key=lambda w: (finite[w], w)) if finite else max(weights)
+    if best < 1.0 and 1.0 in finite and finite[best] - finite[1.0] < ev.knn_min_gain:
+        best = 1.0          # the kNN head does not earn its latency on validation
     log.info("%s: blend weight %.2f chosen on validation %s", h.name, best, {k: round(v, 4) for k, v in val.items()})
     return Fit(h, pool, pref, knn if best < 1.0 else None, best, val)
 

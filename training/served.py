@@ -1,15 +1,17 @@
 """Step 5: evaluate what is served. Each protocol's fit is written as a bundle
-(`autoroute.bundle.save_bundle`; the run's classifier hard-linked, not copied),
-loaded back with `load_router` exactly as the service loads it (rules, the
-int8 classifier, the quality head, the selection rule and its settings), and
-its decisions on held-out prompts are read from `Router.sweep` (= `route_batch`
-at each knob value: tiers and scorer run once per batch).
+(`autoroute.bundle.save_bundle`; the run's classifier and its int8 ONNX encoder
+hard-linked, not copied), loaded back with `autoroute.compose.served_router`
+exactly as the service composes it from the `serving` config (the encoder
+backend it runs - the int8 ONNX encoder by default - the task and quality
+heads, the kNN search, rules, the selection rule and its settings), and its
+decisions on held-out prompts are read from `Router.sweep` (= `route_batch` at
+each knob value: tiers and scorer run once per batch).
 
-The encoder's pooled states come from the run's embedding cache when the
-served classifier's fingerprint is the one that filled it (the training
-features are computed by the int8 serving encoder in length-sorted batches,
-as `route_batch` encodes a large batch); `check_cache` measures how far that
-is from encoding each prompt alone (dynamic int8 depends on the batch).
+The encoder's pooled states come from the run's embedding cache, filled by
+one pass of that same backend (`served_encoder`) over every prompt, in
+length-sorted batches as `route_batch` encodes a large batch; `check_cache`
+measures how far that is from encoding each prompt alone (dynamic int8
+quantizes activations per batch).
 
 Knob values for a two-model sweep are placed at quantiles of the switch points
 of the protocol's raw head predictions (where decisions can change), so the
@@ -200,11 +202,10 @@ def check_cache(router: Router, texts: Sequence[str], knob: float = 0.5) -> dict
     alone (a single ``route`` call). The dynamic-int8 encoder quantizes activations per batch,
     so a prompt's states depend a little on its batch; this measures how much, on the quality
     scores and on the decisions at `knob`."""
-    from autoroute.bundle import BundleScorer
+    from autoroute.compose import ComposedScorer
 
     sc = router.scorer
-    fresh = BundleScorer(sc.classifier, sc.preference, sc.models, sc.pref_ids, sc.encoder, sc.num_threads,
-                         knn=sc.knn, mf_weight=sc.mf_weight)
+    fresh = ComposedScorer(sc.bundle, sc.encoder.backend, 0)     # the served backend without the cache
     cached = sc.score(list(texts))
     alone = [fresh.score([t]) for t in texts]
     q_alone = np.concatenate([a.quality for a in alone]) if cached.quality is not None else None
@@ -219,24 +220,37 @@ def check_cache(router: Router, texts: Sequence[str], knob: float = 0.5) -> dict
             "decision_agreement": float(np.mean([x == y for x, y in zip(a, b)])), "n": len(texts)}
 
 
-# ----------------------------------------------------------------------------- the shipped ONNX encoder
-def ship_onnx_encoder(clf, bundle_dir: Path) -> Path:
-    """Write the int8 ONNX encoder (what the service runs) into the bundle folder."""
+# ----------------------------------------------------------------------------- the served encoder
+def export_onnx_encoder(clf, folder: Path) -> Path:
+    """Write the classifier's int8 ONNX encoder (what the service runs) into `folder`;
+    every bundle of the run hard-links it."""
     from autoroute.compose import ONNX_FILE, export_int8
-    return export_int8(clf, Path(bundle_dir) / ONNX_FILE)
+    return export_int8(clf, Path(folder) / ONNX_FILE)
 
 
-def served_classifier_report(clf, bundle_dir: Path, data, bins: int = 15) -> dict:
-    """Accuracy, macro-F1, ECE, per-class F1 of the ONNX int8 encoder + the task head on `test`."""
+def served_encoder(clf, serving, folder: Path, tag: str):
+    """The encoder backend the service composes for `clf` (`serving.encoder`, checked against the
+    fp32 encoder on probes, else `serving.scorer.fallback`), reading the int8 ONNX encoder the run
+    exported into `folder` (else exporting one under `serving.encoder.cache_dir/<tag>`)."""
+    from hydra.utils import instantiate
+
+    from autoroute.bundle import BundleScorer
+    from autoroute.compose import compose_scorer
+
+    sc = serving.scorer
+    return compose_scorer(BundleScorer(clf), instantiate(serving.encoder), instantiate(sc.fallback), 0,
+                          sc.check_tolerance, tag, folder).encoder
+
+
+def served_classifier_report(clf, backend, frame, bins: int = 15) -> dict:
+    """Accuracy, macro-F1, ECE, per-class F1 of the served encoder backend + the task head on
+    the prompts of `frame` (a prompts split)."""
     from autoroute.classifier import classification_report
-    from autoroute.compose import OnnxInt8Encoder
-    te = data.prompts["test"]
-    te = te[te["task"].isin(clf.labels)]
+    frame = frame[frame["task"].isin(clf.labels)]
     index = {t: i for i, t in enumerate(clf.labels)}
-    enc = OnnxInt8Encoder(clf, cache_dir=Path(bundle_dir), tag="-", bundle_dir=bundle_dir)
-    _, probs = clf.from_pooled(enc.pooled(te["prompt"].tolist()))
-    return classification_report(probs, te["task"].map(index).to_numpy(), clf.labels, bins)
+    _, probs = clf.from_pooled(backend.pooled(frame["prompt"].tolist()))
+    return classification_report(probs, frame["task"].map(index).to_numpy(), clf.labels, bins)
 
 
-__all__ = ["ship_onnx_encoder", "served_classifier_report", "switch_knobs", "sweep_two_model", "two_model_result", "concat", "TwoModelSweep", "sweep_n_model",
+__all__ = ["export_onnx_encoder", "served_encoder", "served_classifier_report", "switch_knobs", "sweep_two_model", "two_model_result", "concat", "TwoModelSweep", "sweep_n_model",
            "NModelSweep", "mix_report", "check_cache", "requests"]

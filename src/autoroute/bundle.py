@@ -7,6 +7,9 @@ Layout of a bundle folder::
                            from (sources), features mode, metrics, versions
     config.yaml            snapshot of catalog, rules, router settings (+ bundle options)
     classifier/            fine-tuned encoder + tokenizer, task head, temperature
+    encoder.int8-per-channel.onnx
+                           the same encoder on ONNX Runtime with int8 weights (what the
+                           service runs; autoroute.compose), when the run exported it
     encoder/               only when features == "base": the frozen sentence encoder
     preference.pt          the N-model matrix-factorization preference model (with the
                            model features it scores cold-start models through)
@@ -50,6 +53,8 @@ class KNNQuality:
         self.emb = np.asarray(emb, dtype=np.float32)          # [n, d] normalized
         self.scores = np.asarray(scores, dtype=np.float32)    # [n, m], NaN = not scored
         self.model_ids, self.k, self.priors = list(model_ids), int(k), dict(priors or {})
+        self._col = {m: j for j, m in enumerate(self.model_ids)}
+        self._scored = np.isfinite(self.scores).any(0)          # per column: any scored prompt
 
     def predict(self, emb: np.ndarray, model_ids: Sequence[str], chunk: int = 1024) -> np.ndarray:
         """``[n, len(model_ids)]``: one similarity product per chunk, then a top-k per
@@ -74,8 +79,8 @@ class KNNQuality:
 
     def knows(self, model_ids: Sequence[str]) -> np.ndarray:
         """Per model: does the kNN head hold any scored prompt of it?"""
-        col = {m: j for j, m in enumerate(self.model_ids)}
-        return np.array([m in col and bool(np.isfinite(self.scores[:, col[m]]).any()) for m in model_ids])
+        col = self._col
+        return np.array([m in col and bool(self._scored[col[m]]) for m in model_ids], dtype=bool)
 
     def save(self, path: str | Path) -> None:
         np.savez_compressed(path, emb=self.emb.astype(np.float16), scores=self.scores.astype(np.float16),
@@ -155,8 +160,9 @@ def config_snapshot(cfg: DictConfig | Mapping, bundle_options: Mapping | None = 
 def save_bundle(folder: str | Path, *, cfg: DictConfig, classifier, preference=None, user_preference=None,
                 metrics: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None,
                 features: str = "shared", encoder=None, bundle_options: Mapping | None = None,
-                knn: KNNQuality | None = None, mf_weight: float = 1.0) -> Path:
-    """Write a bundle folder (replacing it) and return its path."""
+                knn: KNNQuality | None = None, mf_weight: float = 1.0, onnx_encoder: str | Path | None = None) -> Path:
+    """Write a bundle folder (replacing it) and return its path. `onnx_encoder`: the
+    classifier's int8 ONNX encoder file (autoroute.compose.export_int8), hard-linked in."""
     from autoroute.catalog import Catalog
     from autoroute.user_preference import save_user_preference
 
@@ -192,6 +198,11 @@ def save_bundle(folder: str | Path, *, cfg: DictConfig, classifier, preference=N
         encoder.tokenizer.save_pretrained(folder / "encoder")
     if knn is not None and mf_weight < 1.0:
         knn.save(folder / "knn.npz")
+    if onnx_encoder is not None:
+        import os
+
+        from autoroute.compose import ONNX_FILE
+        os.link(onnx_encoder, folder / ONNX_FILE)
     if user_preference is not None:
         save_user_preference(user_preference, folder / "user_preference.json")
     (folder / "metrics.json").write_text(json.dumps(dict(metrics or {}), indent=1, default=float))

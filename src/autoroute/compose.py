@@ -9,7 +9,10 @@ loads (config `serving.scorer`, each part a `_target_`):
                       on the same embeddings (`BundleScorer.from_embeddings`)
     cache             an LRU of prompt text -> scores
 
-One encoder pass per batch feeds both heads. Nothing is swapped on a live
+One encoder pass per batch feeds both heads. `served_router` loads a bundle's
+router with these parts from the `serving` config: the service runs it, and
+the training run evaluates it (with the run's embedding cache in front of the
+encoder, `CachedEncoder`), so what is evaluated is what is served. Nothing is swapped on a live
 object: a backend that fails its check at start-up is not used, and the
 composition says which backend it runs (`ComposedScorer.note`)."""
 from __future__ import annotations
@@ -51,13 +54,21 @@ class TorchEncoder:
         self.threads = threads              # (`tag`, `bundle_dir`: this backend reads and caches nothing)
         done = bool((classifier.meta or {}).get("quantized"))
         self.classifier = classifier.quantized() if quantize and not done else classifier
+        self.dim = int(classifier.dim)
         self.note = f"PyTorch {'int8' if quantize or done else 'fp32'} encoder"
 
     def pooled(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode(texts)
+
+    # the embedding cache's encoder protocol (autoroute.embeddings.EmbeddingCache)
+    def fingerprint(self) -> str:
+        return "pooled-" + self.classifier.fingerprint()
+
+    def encode(self, texts: Sequence[str], progress: bool = False, desc: str = "encode") -> np.ndarray:
         if self.threads:
             import torch
             torch.set_num_threads(int(self.threads))
-        return self.classifier.pooled(list(texts))
+        return self.classifier.pooled(list(texts), progress, desc)
 
 
 def export_int8(classifier, path: Path) -> Path:
@@ -123,14 +134,33 @@ class OnnxInt8Encoder:
         self.dim = int(classifier.dim)
         self.chunk = chunk
         self.path = path
+        self._fingerprint: str | None = None
         self.note = f"ONNX Runtime int8 encoder ({'shipped in the bundle' if path == shipped else 'exported at start-up'}, " \
                     f"max_length {self.max_length})"
 
     def pooled(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode(texts)
+
+    # the embedding cache's encoder protocol (autoroute.embeddings.EmbeddingCache)
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            import hashlib
+            h = hashlib.sha256(f"onnx-int8|{self.max_length}|".encode())
+            with open(self.path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            self._fingerprint = "onnx-" + h.hexdigest()[:16]
+        return self._fingerprint
+
+    def encode(self, texts: Sequence[str], progress: bool = False, desc: str = "encode") -> np.ndarray:
         texts = [t if isinstance(t, str) else "" for t in texts]
         out = np.zeros((len(texts), self.dim), np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")   # little padding per chunk
-        for k in range(0, len(order), self.chunk):
+        chunks = range(0, len(order), self.chunk)
+        if progress:
+            from tqdm.auto import tqdm
+            chunks = tqdm(chunks, desc=desc, unit="batch")
+        for k in chunks:
             idx = order[k:k + self.chunk]
             enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="np")
@@ -141,6 +171,19 @@ class OnnxInt8Encoder:
                                                "mask": enc["attention_mask"].astype(np.int64),
                                                "tt": tt.astype(np.int64)})[0]
         return out
+
+
+class CachedEncoder:
+    """A backend behind an on-disk `EmbeddingCache` (keyed by the backend's fingerprint):
+    the training run's evaluation reads the pooled states its one pass computed."""
+
+    def __init__(self, backend, cache):
+        self.backend, self.cache = backend, cache
+        self.dim = backend.dim
+        self.note = backend.note
+
+    def pooled(self, texts: Sequence[str]) -> np.ndarray:
+        return self.cache.encode(self.backend, list(texts), progress=False)
 
 
 class ComposedScorer(LearnedScorer):
@@ -203,11 +246,12 @@ def max_difference(bundle, a: EncoderBackend, b: EncoderBackend, texts: Sequence
 
 def compose_scorer(bundle, encoder: Callable[..., EncoderBackend], fallback: Callable[..., EncoderBackend],
                    cache_size: int = 4096, check_tolerance: float | None = 0.15, tag: str = "bundle",
-                   bundle_dir: str | Path | None = None) -> ComposedScorer:
+                   bundle_dir: str | Path | None = None, embedding_cache=None) -> ComposedScorer:
     """The served scorer of a bundle loaded with its fp32 encoder. `encoder` and
     `fallback` build backends from the classifier (partial `_target_`s); the first
     is used unless it cannot be built or, checked against the fp32 encoder on
-    probe prompts, differs by more than `check_tolerance`."""
+    probe prompts, differs by more than `check_tolerance`. `embedding_cache` (an
+    `autoroute.embeddings.EmbeddingCache`) goes in front of the chosen backend."""
     clf = bundle.classifier
     try:
         backend = encoder(classifier=clf, tag=tag, bundle_dir=bundle_dir)
@@ -220,4 +264,30 @@ def compose_scorer(bundle, encoder: Callable[..., EncoderBackend], fallback: Cal
         log.warning("encoder backend %s not used: %s: %s", getattr(encoder, "func", encoder), type(err).__name__, err)
         backend = fallback(classifier=clf)
         backend.note += f" (the configured backend was not used: {type(err).__name__}: {err})"
+    if embedding_cache is not None:
+        backend = CachedEncoder(backend, embedding_cache)
     return ComposedScorer(bundle, backend, cache_size)
+
+
+def served_router(folder: str | Path, serving, overrides: Sequence[str] = (), tag: str = "bundle",
+                  live_tier4: Callable | None = None, embedding_cache=None):
+    """A bundle's router as the service runs it, from the `serving` config group: the
+    bundle loaded with its fp32 encoder, the scorer composed of `serving.encoder` (else
+    `serving.scorer.fallback`), the bundle's heads, the kNN search and the LRU cache of
+    `serving.scorer`; Tier 4 as `live_tier4(bundle table)`. `overrides`: dotlist edits of
+    the bundle's config snapshot; `embedding_cache`: the training run's cached encoder pass."""
+    from hydra.utils import instantiate
+
+    from autoroute.bundle import load_router
+
+    sc = serving.scorer
+
+    def parts(scorer, user_pref):
+        if scorer is not None:
+            scorer = compose_scorer(scorer, instantiate(serving.encoder), instantiate(sc.fallback),
+                                    int(sc.cache_size), sc.check_tolerance, tag, folder, embedding_cache)
+        return scorer, (live_tier4(user_pref) if live_tier4 is not None else user_pref)
+
+    knn_search = instantiate(sc.knn_search) if sc.get("knn_search") is not None else None
+    # the fp32 encoder: each backend makes its own int8 version
+    return load_router(folder, overrides=[*overrides, "bundle.quantize=false"], parts=parts, knn_search=knn_search)

@@ -25,6 +25,7 @@ class FastKNN:
         self.filled = np.nan_to_num(knn.scores, nan=0.0)
         self.col = {m: j for j, m in enumerate(knn.model_ids)}
         self.total = self.have.sum(0)
+        self._sub: tuple | None = None
         if tolerance is not None:
             diff = self.check()
             if diff > tolerance:
@@ -43,31 +44,39 @@ class FastKNN:
         ids = list(self.knn.model_ids)
         return float(np.abs(self.knn.predict(emb, ids) - self.predict(emb, ids)).max())
 
-    def predict(self, emb: np.ndarray, model_ids: Sequence[str], chunk: int = 1024) -> np.ndarray:
+    def _columns(self, kc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scored?, score) of the training prompts for the model columns `kc`, kept for the
+        last `kc` asked (the served scorer always asks the same models)."""
+        key = kc.tobytes()
+        if self._sub is None or self._sub[0] != key:
+            self._sub = (key, np.ascontiguousarray(self.have[:, kc]), np.ascontiguousarray(self.filled[:, kc]))
+        return self._sub[1], self._sub[2]
+
+    def predict(self, emb: np.ndarray, model_ids: Sequence[str], chunk: int = 32) -> np.ndarray:
         knn, k = self.knn, self.k
-        cols = np.array([self.col.get(m, -1) for m in model_ids])
-        known = (cols >= 0) & np.array([c >= 0 and self.total[c] > 0 for c in cols])
-        out = np.array([[knn.priors.get(m, 0.5) for m in model_ids]] * len(emb), dtype=np.float64)
-        if not known.any():
+        cols = np.array([self.col.get(m, -1) for m in model_ids], dtype=np.int64)
+        known = (cols >= 0) & (self.total[np.maximum(cols, 0)] > 0) if len(self.total) else cols >= 0
+        out = np.tile(np.array([knn.priors.get(m, 0.5) for m in model_ids], dtype=np.float64), (len(emb), 1))
+        if not known.any() or len(emb) == 0:
             return out
         kc = cols[known]
-        sim = np.asarray(emb, dtype=np.float32) @ knn.emb.T
-        n = sim.shape[1]
-        cand = np.argpartition(-sim, self.top - 1, axis=1)[:, :self.top] if self.top < n else \
-            np.tile(np.arange(n), (len(emb), 1))
-        order = np.argsort(-np.take_along_axis(sim, cand, 1), axis=1, kind="stable")
-        cand = np.take_along_axis(cand, order, 1)
+        have, filled = self._columns(kc)
         need = np.minimum(k, self.total[kc])
-        for q in range(len(emb)):
-            rows = cand[q]
-            hv = self.have[rows][:, kc]
-            take = hv & (np.cumsum(hv, axis=0) <= need)
-            got = take.sum(0)
-            vals = (self.filled[rows][:, kc] * take).sum(0) / np.maximum(got, 1)
-            short = got < need
-            if short.any():             # exact search for those models
-                idx = np.flatnonzero(short)
-                exact = knn.predict(emb[q:q + 1], [knn.model_ids[kc[i]] for i in idx])[0]
-                vals[idx] = exact
-            out[q, known] = vals
+        n = len(knn.emb)
+        emb = np.asarray(emb, dtype=np.float32)
+        for s in range(0, len(emb), chunk):        # a chunk of queries at once: [b, top, models]
+            e = emb[s:s + chunk]
+            sim = e @ knn.emb.T
+            cand = np.argpartition(-sim, self.top - 1, axis=1)[:, :self.top] if self.top < n else \
+                np.tile(np.arange(n), (len(e), 1))
+            order = np.argsort(-np.take_along_axis(sim, cand, 1), axis=1, kind="stable")
+            cand = np.take_along_axis(cand, order, 1)
+            hv = have[cand]
+            take = hv & (np.cumsum(hv, axis=1) <= need)
+            got = take.sum(1)
+            vals = (filled[cand] * take).sum(1) / np.maximum(got, 1)
+            for q in np.flatnonzero((got < need).any(1)):      # exact search for the models it missed
+                idx = np.flatnonzero(got[q] < need)
+                vals[q, idx] = knn.predict(e[q:q + 1], [knn.model_ids[kc[i]] for i in idx])[0]
+            out[s:s + len(e), known] = vals
         return out

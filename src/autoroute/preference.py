@@ -408,9 +408,10 @@ class PreferenceModel:
             s = self._net(x).numpy().astype(np.float64)
         a, b = self._st.calibration
         col = {m: i for i, m in enumerate(self._st.model_ids)}
-        out = np.empty((x.shape[0], len(model_ids)), dtype=np.float64)
-        for j, m in enumerate(model_ids):
-            out[:, j] = a * s[:, col[m]] + b if m in col else self._prior_logit(m)
+        idx = np.array([col.get(m, -1) for m in model_ids], dtype=np.int64)
+        out = a * s[:, np.maximum(idx, 0)] + b if s.shape[1] else np.zeros((x.shape[0], len(idx)))
+        for j in np.flatnonzero(idx < 0):
+            out[:, j] = self._prior_logit(model_ids[j])
         return out
 
     def calibrate(self, embeddings: np.ndarray, outcomes: pd.DataFrame) -> tuple[float, float]:
