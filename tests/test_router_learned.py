@@ -16,7 +16,7 @@ class TableScorer(LearnedScorer):
         self.probs, self.quality, self.models = probs, quality, tuple(models)
         self.calls = 0
 
-    def score(self, texts):
+    def score(self, texts, models=None):
         self.calls += 1
         p = np.array([[self.probs[t].get(k, 0.0) for k in TASKS] for t in texts])
         q = np.array([[self.quality.get(t, {}).get(m, 0.5) for m in self.models] for t in texts])
@@ -65,8 +65,8 @@ def test_low_confidence_follows_the_preference_model_and_says_so(cfg):
 
 
 class ProbsOnlyScorer(TableScorer):
-    def score(self, texts):
-        return Scores(task_probs=super().score(texts).task_probs, quality=None, models=())
+    def score(self, texts, models=None):
+        return Scores(task_probs=super().score(texts, models).task_probs, quality=None, models=())
 
 
 def test_low_confidence_without_quality_predictions_falls_back_to_the_space_default(cfg):

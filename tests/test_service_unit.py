@@ -104,7 +104,7 @@ class CountingScorer(LearnedScorer):
     def __init__(self):
         self.calls = []
 
-    def score(self, texts):
+    def score(self, texts, models=None):
         self.calls.append(list(texts))
         n = len(texts)
         return Scores(task_probs=np.full((n, 11), 1 / 11), quality=np.tile([0.5, 0.6], (n, 1)), models=self.models)
@@ -120,7 +120,7 @@ class FakeBundle:
             n = len(pooled)
             return pooled / np.linalg.norm(pooled, axis=1, keepdims=True), np.full((n, 11), 1 / 11)
 
-    def from_embeddings(self, texts, emb, probs):
+    def from_embeddings(self, texts, emb, probs, models=None):
         return Scores(task_probs=probs, quality=np.tile([0.5, 0.6], (len(texts), 1)) + emb[:, :1] * 0,
                       models=self.models)
 

@@ -241,7 +241,7 @@ class _FoldProbs(LearnedScorer):
     def __init__(self, probs: dict[str, np.ndarray]):
         self.probs = probs
 
-    def score(self, texts):
+    def score(self, texts, models=None):
         return Scores(task_probs=np.stack([self.probs[t] for t in texts]), quality=None)
 
 

@@ -121,7 +121,7 @@ class BundleScorer(LearnedScorer):
         """The scored models as the preference model names them (same order as `models`)."""
         return list(self._pref_ids)
 
-    def score(self, texts: Sequence[str]) -> Scores:
+    def score(self, texts: Sequence[str], models: Sequence[str] | None = None) -> Scores:
         import torch
 
         from autoroute.classifier import PooledEncoder
@@ -133,20 +133,30 @@ class BundleScorer(LearnedScorer):
             emb, probs = self.classifier.from_pooled(pooled)
         else:
             emb, probs = self.classifier.forward_texts(list(texts))
-        return self.from_embeddings(texts, emb, probs)
+        return self.from_embeddings(texts, emb, probs, models)
 
-    def from_embeddings(self, texts: Sequence[str], emb: np.ndarray, probs: np.ndarray) -> Scores:
-        """The quality head on the encoder pass's embeddings (`classifier.from_pooled`);
-        the served scorer (autoroute.compose) runs the encoder pass itself."""
+    def from_embeddings(self, texts: Sequence[str], emb: np.ndarray, probs: np.ndarray,
+                        models: Sequence[str] | None = None) -> Scores:
+        """The quality head on the encoder pass's embeddings (`classifier.from_pooled`), for
+        `models` (catalog ids; None = all the bundle scores); the served scorer
+        (autoroute.compose) runs the encoder pass itself."""
+        if models is None:
+            cols = range(len(self.models))
+        else:
+            want = set(models)
+            cols = [j for j, m in enumerate(self.models) if m in want]
+        cat_ids = tuple(self.models[j] for j in cols)
+        pref_ids = [self._pref_ids[j] for j in cols]
+        sources = tuple(self.sources[j] for j in cols) if self.sources else ()
         quality = None
-        if self.preference is not None and self.models:
+        if self.preference is not None and cat_ids:
             feats = self.encoder.encode(list(texts)) if self.encoder is not None else emb
-            quality = self.preference.predict(feats, self._pref_ids)
+            quality = self.preference.predict(feats, pref_ids)
             if self.knn is not None and self.mf_weight < 1.0:
                 # a model the kNN head has no rows of (cold start) keeps the MF prediction
-                knn = np.where(self.knn.knows(self._pref_ids), self.knn.predict(feats, self._pref_ids), quality)
+                knn = np.where(self.knn.knows(pref_ids), self.knn.predict(feats, pref_ids), quality)
                 quality = blend(quality, knn, self.mf_weight)
-        return Scores(task_probs=probs, quality=quality, models=self.models, sources=self.sources)
+        return Scores(task_probs=probs, quality=quality, models=cat_ids, sources=sources)
 
 
 # ----------------------------------------------------------------------------- save / load
@@ -229,7 +239,7 @@ def load_scorer(folder: str | Path, quantize: bool | None = None, num_threads: i
                 knn_search: Callable[[KNNQuality], Any] | None = None, embedding_cache=None) -> BundleScorer:
     """The learned scorer of a bundle; `quantize` defaults to the snapshot's bundle.quantize;
     `knn_search(knn)` builds another search with the same answers for the kNN head
-    (autoroute.knn_search.FastKNN), kept only when it can be built."""
+    (autoroute.knn_search.GroupedKNN), kept only when it can be built."""
     from autoroute.classifier import TaskClassifier
     from autoroute.preference import PreferenceModel
 

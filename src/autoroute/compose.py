@@ -199,30 +199,33 @@ class ComposedScorer(LearnedScorer):
         self.hits = self.misses = 0
         self.note = encoder.note
 
-    def _compute(self, texts: list[str]) -> Scores:
+    def _compute(self, texts: list[str], models: Sequence[str] | None) -> Scores:
         emb, probs = self.bundle.classifier.from_pooled(self.encoder.pooled(texts))
-        return self.bundle.from_embeddings(texts, emb, probs)
+        return self.bundle.from_embeddings(texts, emb, probs, models)
 
-    def score(self, texts: Sequence[str]) -> Scores:
+    def score(self, texts: Sequence[str], models: Sequence[str] | None = None) -> Scores:
         texts = list(texts)
-        if self.size <= 0:
-            return self._compute(texts)
+        if self.size <= 0 or not texts:
+            return self._compute(texts, models)
+        view = None if models is None else tuple(models)        # cached per (models asked, prompt)
         rows: list[tuple | None] = []
         with self._lock:
             for t in texts:
-                hit = self._cache.get(t)
+                hit = self._cache.get((view, t))
                 if hit is not None:
-                    self._cache.move_to_end(t)
+                    self._cache.move_to_end((view, t))
                 rows.append(hit)
         missing = list(dict.fromkeys(t for t, r in zip(texts, rows) if r is None))
+        fresh = None
         if missing:
-            fresh = self._compute(missing)
+            fresh = self._compute(missing, models)
             got = {t: (None if fresh.task_probs is None else fresh.task_probs[i],
-                       None if fresh.quality is None else fresh.quality[i]) for i, t in enumerate(missing)}
+                       None if fresh.quality is None else fresh.quality[i], fresh.models, fresh.sources)
+                   for i, t in enumerate(missing)}
             with self._lock:
                 self.misses += len(missing)
                 for t, v in got.items():
-                    self._cache[t] = v
+                    self._cache[(view, t)] = v
                 while len(self._cache) > self.size:
                     self._cache.popitem(last=False)
             rows = [r if r is not None else got[t] for r, t in zip(rows, texts)]
@@ -230,7 +233,7 @@ class ComposedScorer(LearnedScorer):
             self.hits += len(texts) - len(missing)
         probs = None if rows[0][0] is None else np.stack([r[0] for r in rows])
         quality = None if rows[0][1] is None else np.stack([r[1] for r in rows])
-        return Scores(task_probs=probs, quality=quality, models=self.models, sources=self.sources)
+        return Scores(task_probs=probs, quality=quality, models=rows[0][2], sources=rows[0][3])
 
 
 def max_difference(bundle, a: EncoderBackend, b: EncoderBackend, texts: Sequence[str] = PROBES) -> float:
@@ -242,6 +245,16 @@ def max_difference(bundle, a: EncoderBackend, b: EncoderBackend, texts: Sequence
     if sa.quality is not None and sb.quality is not None:
         d = max(d, float(np.abs(sa.quality - sb.quality).mean()))
     return d
+
+
+def numeric_threads(n: int | None) -> None:
+    """The process's BLAS (numpy) and PyTorch thread pools, for the heads: on a small batch a
+    pool of spinning BLAS threads burns more CPU than it saves (measured: serving/README.md)."""
+    if n:
+        import torch
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=int(n))
+        torch.set_num_threads(int(n))
 
 
 def compose_scorer(bundle, encoder: Callable[..., EncoderBackend], fallback: Callable[..., EncoderBackend],
@@ -281,6 +294,7 @@ def served_router(folder: str | Path, serving, overrides: Sequence[str] = (), ta
     from autoroute.bundle import load_router
 
     sc = serving.scorer
+    numeric_threads(sc.get("threads"))
 
     def parts(scorer, user_pref):
         if scorer is not None:

@@ -1,8 +1,15 @@
-"""A faster search for the bundle's kNN quality head, with the same answers:
-the `top` most similar training prompts at once instead of one top-k per
-model. Built when the bundle loads (`serving.scorer.knn_search`), checked
-against the exact search on probes there (a mismatch raises, and the exact
-search is kept)."""
+"""A faster search for the bundle's kNN quality head, with the same answers.
+
+The head's answer for a model is the mean score over the k training prompts
+most similar to the query among the prompts that model was scored on. Models
+come in groups scored on exactly the same prompts (one benchmark's models, the
+product's models on SWE-bench...): `GroupedKNN` keeps each group's prompts as
+one contiguous matrix and answers a whole group with one similarity product
+and one partial sort for a batch of queries, touching only the groups of the
+models asked for (the router asks only for the models its requests may be
+routed to). Built when the bundle loads (`serving.scorer.knn_search`) and
+checked there against the exact search on probes (a mismatch raises, and the
+exact search is kept)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -10,73 +17,77 @@ from typing import Sequence
 import numpy as np
 
 
-class FastKNN:
-    """The bundle's kNN quality head with the same answer, computed from the
-    `top` most similar training prompts at once instead of one top-k per model
-    (one partition per query instead of one per model: ~50x less work with ~90
-    models). A model with fewer than k scored prompts among them falls back to
-    the exact per-model search."""
+class GroupedKNN:
+    """The bundle's kNN quality head (`autoroute.bundle.KNNQuality`), grouped by scored prompts."""
 
-    def __init__(self, knn, top: int = 2048, tolerance: float | None = 1e-4):
+    def __init__(self, knn, tolerance: float | None = 1e-4):
         self.knn = knn
         self.k = int(knn.k)
-        self.top = min(int(top), len(knn.emb))
-        self.have = ~np.isnan(knn.scores)
-        self.filled = np.nan_to_num(knn.scores, nan=0.0)
+        have = ~np.isnan(knn.scores)
         self.col = {m: j for j, m in enumerate(knn.model_ids)}
-        self.total = self.have.sum(0)
-        self._sub: tuple | None = None
+        groups: dict[bytes, list[int]] = {}
+        for j in range(have.shape[1]):
+            if have[:, j].any():
+                groups.setdefault(np.packbits(have[:, j]).tobytes(), []).append(j)
+        self.groups = []            # (model columns, prompt embeddings [r, d], their scores [r, len(cols)])
+        self.group_of = {}          # model column -> (group index, position in the group)
+        for g, cols in enumerate(groups.values()):
+            rows = np.flatnonzero(have[:, cols[0]])
+            self.groups.append((np.array(cols), np.ascontiguousarray(knn.emb[rows], dtype=np.float32),
+                                np.ascontiguousarray(knn.scores[np.ix_(rows, cols)], dtype=np.float32)))
+            self.group_of.update({c: (g, i) for i, c in enumerate(cols)})
         if tolerance is not None:
             diff = self.check()
             if diff > tolerance:
-                raise ValueError(f"the fast kNN search differs from the exact one by {diff:.2g} on probes")
+                raise ValueError(f"the grouped kNN search differs from the exact one by {diff:.2g} on probes")
 
     def knows(self, model_ids: Sequence[str]) -> np.ndarray:
         return self.knn.knows(model_ids)
 
+    def _group(self, g: int, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean score of each of the group's models over each query's k nearest prompts [n, m],
+        whether the k-th and (k+1)-th nearest are tied [n])."""
+        _, vecs, scores = self.groups[g]
+        k = min(self.k, len(vecs))
+        if k == len(vecs):
+            return np.tile(scores.mean(0), (len(emb), 1)), np.zeros(len(emb), bool)
+        sim = emb @ vecs.T
+        part = np.argpartition(-sim, k, axis=1)          # [:, :k] the k nearest, [:, k] the next
+        nn = part[:, :k]
+        kth = np.take_along_axis(sim, nn, 1).min(1)
+        tied = np.take_along_axis(sim, part[:, k:k + 1], 1)[:, 0] >= kth
+        return scores[nn].mean(1), tied
+
+    def predict(self, emb: np.ndarray, model_ids: Sequence[str], chunk: int = 256) -> np.ndarray:
+        return self._predict(emb, model_ids, chunk)[0]
+
+    def _predict(self, emb: np.ndarray, model_ids: Sequence[str], chunk: int = 256):
+        knn = self.knn
+        emb = np.asarray(emb, dtype=np.float32)
+        out = np.tile(np.array([knn.priors.get(m, 0.5) for m in model_ids], dtype=np.float64), (len(emb), 1))
+        tied = np.zeros(out.shape, bool)
+        want: dict[int, list[tuple[int, int]]] = {}      # group -> (output column, position in the group)
+        for j, m in enumerate(model_ids):
+            where = self.group_of.get(self.col.get(m, -1))
+            if where is not None:
+                want.setdefault(where[0], []).append((j, where[1]))
+        for g, pairs in want.items():
+            outs, pos = [p[0] for p in pairs], [p[1] for p in pairs]
+            for s in range(0, len(emb), chunk):
+                vals, t = self._group(g, emb[s:s + chunk])
+                out[s:s + chunk, outs] = vals[:, pos]
+                tied[s:s + chunk, outs] = t[:, None]
+        return out, tied
+
     def check(self, n: int = 16) -> float:
-        """Largest difference to the exact search on probes near training prompts (equal up to
-        the order among exactly tied neighbours)."""
+        """Largest difference to the exact search on probes near training prompts, where the k-th
+        nearest prompt is not tied with the next one (among exact ties either search may pick
+        either prompt: both answers are the head's)."""
         rng = np.random.default_rng(0)
         emb = self.knn.emb[rng.integers(0, len(self.knn.emb), n)]
         emb = emb + 0.02 * rng.standard_normal(emb.shape).astype(np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         ids = list(self.knn.model_ids)
-        return float(np.abs(self.knn.predict(emb, ids) - self.predict(emb, ids)).max())
-
-    def _columns(self, kc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(scored?, score) of the training prompts for the model columns `kc`, kept for the
-        last `kc` asked (the served scorer always asks the same models)."""
-        key = kc.tobytes()
-        if self._sub is None or self._sub[0] != key:
-            self._sub = (key, np.ascontiguousarray(self.have[:, kc]), np.ascontiguousarray(self.filled[:, kc]))
-        return self._sub[1], self._sub[2]
-
-    def predict(self, emb: np.ndarray, model_ids: Sequence[str], chunk: int = 32) -> np.ndarray:
-        knn, k = self.knn, self.k
-        cols = np.array([self.col.get(m, -1) for m in model_ids], dtype=np.int64)
-        known = (cols >= 0) & (self.total[np.maximum(cols, 0)] > 0) if len(self.total) else cols >= 0
-        out = np.tile(np.array([knn.priors.get(m, 0.5) for m in model_ids], dtype=np.float64), (len(emb), 1))
-        if not known.any() or len(emb) == 0:
-            return out
-        kc = cols[known]
-        have, filled = self._columns(kc)
-        need = np.minimum(k, self.total[kc])
-        n = len(knn.emb)
-        emb = np.asarray(emb, dtype=np.float32)
-        for s in range(0, len(emb), chunk):        # a chunk of queries at once: [b, top, models]
-            e = emb[s:s + chunk]
-            sim = e @ knn.emb.T
-            cand = np.argpartition(-sim, self.top - 1, axis=1)[:, :self.top] if self.top < n else \
-                np.tile(np.arange(n), (len(e), 1))
-            order = np.argsort(-np.take_along_axis(sim, cand, 1), axis=1, kind="stable")
-            cand = np.take_along_axis(cand, order, 1)
-            hv = have[cand]
-            take = hv & (np.cumsum(hv, axis=1) <= need)
-            got = take.sum(1)
-            vals = (filled[cand] * take).sum(1) / np.maximum(got, 1)
-            for q in np.flatnonzero((got < need).any(1)):      # exact search for the models it missed
-                idx = np.flatnonzero(got[q] < need)
-                vals[q, idx] = knn.predict(e[q:q + 1], [knn.model_ids[kc[i]] for i in idx])[0]
-            out[s:s + len(e), known] = vals
-        return out
+        got, tied = self._predict(emb, ids)
+        diff = np.abs(self.knn.predict(emb, ids) - got)
+        return float(diff[~tied].max()) if (~tied).any() else 0.0

@@ -133,7 +133,10 @@ class Router:
         need = [i for i, st in enumerate(staged) if not isinstance(st, RoutingError) and self._needs_scores(st)]
         scores: Scores | None = None
         if self.scorer is not None and need:
-            scores = self.scorer.score([requests[i].last_user_text for i in need])
+            # only the models some request of the batch may be routed to (the heads' cost grows with them)
+            pools = set().union(*(staged[i][3] for i in need))
+            models = [m for m in self.scorer.models if m in pools]
+            scores = self.scorer.score([requests[i].last_user_text for i in need], models)
         row_of = {i: k for k, i in enumerate(need)}
         out = []
         for knob in ([None] if knobs is None else knobs):

@@ -40,7 +40,9 @@ class LearnedScorer(ABC):
     models: tuple[str, ...] = ()
 
     @abstractmethod
-    def score(self, texts: Sequence[str]) -> Scores:
+    def score(self, texts: Sequence[str], models: Sequence[str] | None = None) -> Scores:
+        """Scores of `texts`; `models`: the catalog ids the caller will read (None = every
+        model the scorer knows). A scorer may compute only those, or all of them."""
         ...
 
 
