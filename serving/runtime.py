@@ -223,16 +223,19 @@ def check_bundle(stored_model, tag: str = "autoroute-router:latest") -> str | No
 # ---------------------------------------------------------------- batching
 class MicroBatcher:
     """Collects concurrent calls for up to `window_ms` (or `max_batch` items) and
-    runs them as one batch in a worker thread; one batch in flight at a time,
-    so the next one fills while the current one runs."""
+    runs them as one batch in a worker thread; at most `concurrency` batches in
+    flight (the encoder releases the GIL: a second batch encodes on another
+    core), the next one filling while they run."""
 
-    def __init__(self, fn: Callable[[list], list], max_batch: int = 64, window_ms: float = 2.0):
+    def __init__(self, fn: Callable[[list], list], max_batch: int = 64, window_ms: float = 2.0,
+                 concurrency: int = 1):
         self.fn = fn
         self.max_batch = max(1, int(max_batch))
         self.window = max(0.0, float(window_ms)) / 1000.0
+        self.concurrency = max(1, int(concurrency))
         self._pending: list[tuple[Any, asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._running = False
+        self._running = 0
         self.batches = self.items = 0
         self.cpu_s = 0.0
 
@@ -241,7 +244,7 @@ class MicroBatcher:
         try:
             return self.fn(items)
         finally:
-            self.cpu_s += time.thread_time() - c0
+            self.cpu_s += time.thread_time() - c0     # (GIL-serialized: no lost update)
 
     def stats(self) -> dict[str, float]:
         return {"batches": self.batches, "items": self.items,
@@ -254,7 +257,7 @@ class MicroBatcher:
         self._pending.append((item, fut))
         if len(self._pending) >= self.max_batch:
             self._kick(loop)
-        elif self._timer is None and not self._running:
+        elif self._timer is None and self._running < self.concurrency:
             self._timer = loop.call_later(self.window, self._kick, loop)
         return await fut
 
@@ -262,10 +265,10 @@ class MicroBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._running or not self._pending:
+        if self._running >= self.concurrency or not self._pending:
             return
         batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
-        self._running = True
+        self._running += 1
         loop.create_task(self._run(batch, loop))
 
     async def _run(self, batch, loop) -> None:
@@ -284,7 +287,7 @@ class MicroBatcher:
                 if not fut.done():
                     fut.set_exception(err)
         finally:
-            self._running = False
+            self._running -= 1
             if self._pending:
                 self._kick(loop)
 

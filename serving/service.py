@@ -130,7 +130,8 @@ class AutoRoute:
                 self.start_tier4(self.challenger.user_preference)
         b = scfg.batching
         self.batcher = MicroBatcher(lambda reqs: route_many(self.router, reqs), int(b.max_batch),
-                                    float(b.window_ms)) if b.enabled and self.router.scorer is not None else None
+                                    float(b.window_ms), int(b.get("concurrency", 1))) \
+            if b.enabled and self.router.scorer is not None else None
         p = to_plain(scfg.proxy)
         self.upstreams = Upstreams(p["providers"], p.get("upstream_ids") or {}, float(p["timeout_s"]),
                                    int(p["max_fallbacks"]), Cooldown(**p["cooldown"]))

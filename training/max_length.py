@@ -1,4 +1,4 @@
-"""`python -m training.max_length [training.max_length.values=[32,64,128]]`: how the
+"""`python -m training.max_length [training.max_length.lengths=[32,64,128]]`: how the
 encoder's `max_length` trades classifier quality for latency, on the real data.
 
 For each value the task classifier is fine-tuned with a shorter recipe
@@ -79,7 +79,7 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     rows = []
     with tempfile.TemporaryDirectory(prefix="max-length-") as tmp:
-        for v in cfg.training.max_length.values:
+        for v in cfg.training.max_length.lengths:
             rows.append(measure(cfg, int(v), data, Path(tmp)))
             log.info("max_length %s: %s", v, rows[-1])
     table = pd.DataFrame(rows)

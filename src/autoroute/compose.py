@@ -189,8 +189,9 @@ class CachedEncoder:
 class ComposedScorer(LearnedScorer):
     """encoder backend -> task head + quality head, behind an LRU cache (size 0 = none)."""
 
-    def __init__(self, bundle, encoder: EncoderBackend, cache_size: int = 4096):
+    def __init__(self, bundle, encoder: EncoderBackend, cache_size: int = 4096, threads: int | None = None):
         self.bundle, self.encoder = bundle, encoder
+        self.threads = threads
         self.models = tuple(bundle.models)
         self.sources = tuple(getattr(bundle, "sources", ()) or ())
         self.size = int(cache_size)
@@ -200,6 +201,9 @@ class ComposedScorer(LearnedScorer):
         self.note = encoder.note
 
     def _compute(self, texts: list[str], models: Sequence[str] | None) -> Scores:
+        if self.threads:    # PyTorch's (OpenMP) thread count is per calling thread: the batch's worker thread
+            import torch
+            torch.set_num_threads(int(self.threads))
         emb, probs = self.bundle.classifier.from_pooled(self.encoder.pooled(texts))
         return self.bundle.from_embeddings(texts, emb, probs, models)
 
@@ -259,7 +263,8 @@ def numeric_threads(n: int | None) -> None:
 
 def compose_scorer(bundle, encoder: Callable[..., EncoderBackend], fallback: Callable[..., EncoderBackend],
                    cache_size: int = 4096, check_tolerance: float | None = 0.15, tag: str = "bundle",
-                   bundle_dir: str | Path | None = None, embedding_cache=None) -> ComposedScorer:
+                   bundle_dir: str | Path | None = None, embedding_cache=None, threads: int | None = None
+                   ) -> ComposedScorer:
     """The served scorer of a bundle loaded with its fp32 encoder. `encoder` and
     `fallback` build backends from the classifier (partial `_target_`s); the first
     is used unless it cannot be built or, checked against the fp32 encoder on
@@ -279,7 +284,7 @@ def compose_scorer(bundle, encoder: Callable[..., EncoderBackend], fallback: Cal
         backend.note += f" (the configured backend was not used: {type(err).__name__}: {err})"
     if embedding_cache is not None:
         backend = CachedEncoder(backend, embedding_cache)
-    return ComposedScorer(bundle, backend, cache_size)
+    return ComposedScorer(bundle, backend, cache_size, threads)
 
 
 def served_router(folder: str | Path, serving, overrides: Sequence[str] = (), tag: str = "bundle",
@@ -299,7 +304,8 @@ def served_router(folder: str | Path, serving, overrides: Sequence[str] = (), ta
     def parts(scorer, user_pref):
         if scorer is not None:
             scorer = compose_scorer(scorer, instantiate(serving.encoder), instantiate(sc.fallback),
-                                    int(sc.cache_size), sc.check_tolerance, tag, folder, embedding_cache)
+                                    int(sc.cache_size), sc.check_tolerance, tag, folder, embedding_cache,
+                                    sc.get("threads"))
         return scorer, (live_tier4(user_pref) if live_tier4 is not None else user_pref)
 
     knn_search = instantiate(sc.knn_search) if sc.get("knn_search") is not None else None

@@ -375,10 +375,12 @@ class Router:
         if sources[chosen] != "learned":
             reason += f"; its quality estimate is a {SOURCE_LABELS.get(sources[chosen], sources[chosen])}"
         ranked = [chosen] + [j for j in order if j != chosen]
-        alts = [Alternative(model=pool[j], display_name=cat.cards[pool[j]].display_name, score=round(float(final[j]), 6),
-                            quality=round(float(quality[j]), 6), estimated_cost=costs[j])
+        # built from values of the declared types: constructed without a validation pass (per decision)
+        alts = [Alternative.model_construct(model=pool[j], display_name=cat.cards[pool[j]].display_name,
+                                            score=round(float(final[j]), 6), quality=round(float(quality[j]), 6),
+                                            estimated_cost=costs[j])
                 for j in ranked[1:1 + s.max_alternatives]]
-        return Decision(
+        return Decision.model_construct(
             decision_id=uuid.uuid4().hex, selected_model=model, display_name=card.display_name, tier=tier,
             tier_name=TIER_NAMES[tier], task=task or "general", confidence=round(float(confidence), 6),
             reason=reason, signals=sorted(sig.fired), alternatives=alts,
