@@ -25,16 +25,39 @@ class Refused(Exception):
 
 
 class Gate:
-    """At most `limit` holders; up to `queue` more wait at most `wait_ms` for a slot."""
+    """At most `limit` holders; up to `queue` more wait at most `wait_ms` for a slot.
 
-    def __init__(self, name: str, limit: int, queue: int = 0, wait_ms: float = 0.0):
+    With `target_ms`, the limit follows Little's law: at most (the requests completed
+    per second, measured over the last quarter seconds) x `target_ms` in progress,
+    never fewer than `min_limit`: a request is admitted only while the ones ahead of it
+    can be finished within about `target_ms`, whatever the machine's speed today, and
+    the excess is refused at once instead of queueing."""
+
+    def __init__(self, name: str, limit: int, queue: int = 0, wait_ms: float = 0.0,
+                 target_ms: float | None = None, min_limit: int = 8):
         self.name, self.limit, self.queue, self.wait_s = name, max(1, int(limit)), max(0, int(queue)), wait_ms / 1000
+        self.target_s = None if target_ms is None else float(target_ms) / 1000
+        self.min_limit = max(1, min(int(min_limit), self.limit))
         self.active = 0
         self.refused = 0
         self._waiters: deque[asyncio.Future] = deque()
+        self._done, self._since, self._rate = 0, time.monotonic(), None
+
+    def current_limit(self) -> int:
+        """The concurrency limit now (`limit`, or Little's law with `target_ms`)."""
+        if self.target_s is None:
+            return self.limit
+        now = time.monotonic()
+        if now - self._since >= 0.25:                 # completions per second, smoothed
+            rate = self._done / (now - self._since)
+            self._rate = rate if self._rate is None else 0.5 * self._rate + 0.5 * rate
+            self._done, self._since = 0, now
+        if self._rate is None:
+            return self.limit
+        return max(self.min_limit, min(self.limit, math.ceil(self._rate * self.target_s)))
 
     async def __aenter__(self) -> "Gate":
-        if self.active < self.limit and not self._waiters:
+        if self.active < self.current_limit() and not self._waiters:
             self.active += 1
             return self
         if len(self._waiters) >= self.queue or self.wait_s <= 0:
@@ -66,6 +89,10 @@ class Gate:
         self._release()
 
     def _release(self) -> None:
+        self._done += 1
+        if self.active > self.current_limit():          # over the (shrunk) limit: the slot goes away
+            self.active -= 1
+            return
         while self._waiters:               # hand the slot to the oldest waiter
             fut = self._waiters.popleft()
             if not fut.done():
@@ -75,6 +102,10 @@ class Gate:
 
     def stats(self) -> dict[str, int]:
         return {"active": self.active, "waiting": len(self._waiters), "refused": self.refused}
+
+    def describe(self) -> dict[str, float | int | None]:
+        return {**self.stats(), "limit": self.current_limit(),
+                "completed_per_s": None if self._rate is None else round(self._rate, 1)}
 
 
 @dataclass
@@ -131,7 +162,8 @@ class Admission:
 
     def __init__(self, traffic: Mapping[str, Any], rate_limits: Mapping[str, Any] | None):
         t = dict(traffic)
-        self.decide = Gate("decision", t["max_concurrency"], t["max_queue"], t["queue_wait_ms"])
+        self.decide = Gate("decision", t["max_concurrency"], t["max_queue"], t["queue_wait_ms"],
+                           t.get("latency_target_ms"), t.get("min_concurrency", 8))
         self.proxy = Gate("proxy", t["proxy_max_concurrency"], t.get("proxy_max_queue", 0), t["queue_wait_ms"])
         self.rates = RateLimits(rate_limits)
 

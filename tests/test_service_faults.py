@@ -134,6 +134,29 @@ def test_gate_bounds_concurrency_and_queue():
     asyncio.run(main())
 
 
+def test_gate_limit_follows_the_completion_rate():
+    from serving.admission import Gate, Refused
+
+    async def main():
+        gate = Gate("decision", limit=64, target_ms=100, min_limit=2)
+        assert gate.current_limit() == 64                     # nothing measured yet
+        for _ in range(100):                                  # ~100 completions in a quarter second
+            async with gate:
+                pass
+        await asyncio.sleep(0.26)
+        limit = gate.current_limit()                           # ~380/s x 0.1 s
+        assert 10 <= limit < 64, limit
+        holders = [await gate.__aenter__() for _ in range(limit)]
+        with pytest.raises(Refused):                           # no queue: the next is refused at once
+            async with gate:
+                pass
+        for h in holders:
+            await h.__aexit__(None, None, None)
+        assert gate.active == 0
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("policy", ["refuse", "degrade"])
 def test_corrupt_champion_is_refused_or_degraded_per_config(tiny_run, tmp_path, policy):
     import shutil
