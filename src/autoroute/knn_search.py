@@ -17,6 +17,9 @@ from typing import Sequence
 import numpy as np
 
 
+TIE = 1e-5     # cosine similarities closer than this are tied
+
+
 class GroupedKNN:
     """The bundle's kNN quality head (`autoroute.bundle.KNNQuality`), grouped by scored prompts."""
 
@@ -46,7 +49,7 @@ class GroupedKNN:
 
     def _group(self, g: int, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mean score of each of the group's models over each query's k nearest prompts [n, m],
-        whether the k-th and (k+1)-th nearest are tied [n])."""
+        whether the k-th and (k+1)-th nearest are tied, up to `TIE` [n])."""
         _, vecs, scores = self.groups[g]
         k = min(self.k, len(vecs))
         if k == len(vecs):
@@ -55,7 +58,8 @@ class GroupedKNN:
         part = np.argpartition(-sim, k, axis=1)          # [:, :k] the k nearest, [:, k] the next
         nn = part[:, :k]
         kth = np.take_along_axis(sim, nn, 1).min(1)
-        tied = np.take_along_axis(sim, part[:, k:k + 1], 1)[:, 0] >= kth
+        # tied: within float32 rounding (the exact search's product runs over other rows, in other blocks)
+        tied = np.take_along_axis(sim, part[:, k:k + 1], 1)[:, 0] >= kth - TIE
         return scores[nn].mean(1), tied
 
     def predict(self, emb: np.ndarray, model_ids: Sequence[str], chunk: int = 256) -> np.ndarray:
