@@ -378,7 +378,7 @@ class PreferenceModel:
 
         Models and sources joined by outcome rows (and models joined by comparisons) form blocks;
         within a block, adding ``t`` to every source offset and ``-t`` to every model bias changes no
-        training prediction. The prior decides ``t``: the block's models with a given prior sit, on
+        training prediction (a model without rows is a block of its own). The prior decides ``t``: the block's models with a given prior sit, on
         average, at their priors (``dev``: each model's level on the mean training prompt minus its prior
         logit). Gradient steps along this flat direction are too small to find it."""
         n_m, n_g = len(net.model_bias), len(offsets)
@@ -392,10 +392,10 @@ class PreferenceModel:
         for a, b in set(zip(o_m.tolist(), (o_g + n_m).tolist())) | set(zip(c_a.tolist(), c_b.tolist())):
             parent[find(a)] = find(b)
         root = np.array([find(i) for i in range(n_m + n_g)])
-        for r in np.unique(root[n_m:]):                      # blocks holding an outcome source
+        for r in np.unique(root[:n_m][informative]):
+            # a block with outcome sources moves their offsets the other way; one joined by comparisons
+            # only (Bradley-Terry sees differences) or a model without rows moves alone
             models = np.flatnonzero((root[:n_m] == r) & informative)
-            if len(models) == 0:
-                continue
             t = float(dev[models].mean())
             net.model_bias[torch.from_numpy(np.flatnonzero(root[:n_m] == r))] -= t
             offsets[torch.from_numpy(np.flatnonzero(root[n_m:] == r))] += t
