@@ -145,7 +145,8 @@ def test_jsonl_batch_runs_one_learned_pass(tiny_run, tmp_path, monkeypatch, caps
     from autoroute.bundle import BundleScorer
     calls = []
     score = BundleScorer.score
-    monkeypatch.setattr(BundleScorer, "score", lambda self, texts: calls.append(len(texts)) or score(self, texts))
+    monkeypatch.setattr(BundleScorer, "score",
+                        lambda self, texts, models=None: calls.append(len(texts)) or score(self, texts, models))
     prompts = ["Write a poem about the sea", "Summarize the causes of WW1", "Prove that sqrt(2) is irrational",
                "Translate 'good morning' into French", "Plan a three-day trip to Rome"]
     f = tmp_path / "r.jsonl"
