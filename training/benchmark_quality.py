@@ -65,7 +65,8 @@ def classifier_loso(cfg: DictConfig, run_id: str) -> tuple[str, dict[str, float]
     data = instantiate(cfg.training.data, seed=cfg.seed)
     clf_cfg = instantiate(cfg.classifier)
     with tempfile.TemporaryDirectory() as tmp:
-        report = L.run(clf_cfg, data, instantiate(cfg.training.classifier_loso), tmp)
+        report = L.run(clf_cfg, data, instantiate(cfg.training.classifier_loso), tmp,
+                       shift=instantiate(cfg.training.classifier_shift))
         report["served"] = L.served_report(report["predictions"], tuple(clf_cfg.labels),
                                            lambda scorer: build_router(cfg, scorer=scorer))
         text = L.format_report(report)

@@ -28,11 +28,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from autoroute.classifier import ClassifierConfig, TaskClassifier, classification_report, train_classifier
+from autoroute.classifier import (ClassifierConfig, TaskClassifier, classification_report,
+                                  expected_calibration_error, fit_temperature, softmax, train_classifier)
 from autoroute.scoring import LearnedScorer, Scores
 from autoroute.signals import extract
 from autoroute.types import Request
@@ -114,17 +116,23 @@ def _hard(pred: list[str], labels: tuple[str, ...]) -> np.ndarray:
     return p
 
 
-def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir: str | Path) -> dict:
-    """Train one classifier per held-out group; returns the pooled and per-source report."""
+def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir: str | Path,
+        shift: ShiftCalibration | None = None) -> dict:
+    """Train one classifier per held-out group; returns the pooled and per-source report.
+    `shift`: the served confidence calibration, run inside each fold on the fold's own
+    training data (its inner groups never include the held-out group)."""
     prompts = {k: v[v["task"].isin(clf_cfg.labels)] for k, v in data.prompts.items()}
     sources = set().union(*(set(df["source"]) for df in prompts.values()))
     check_groups(cfg, sources)
     fold_cfg = dataclasses.replace(clf_cfg, **dict(cfg.fine_tune))
     labels = tuple(fold_cfg.labels)
-    index = {t: i for i, t in enumerate(labels)}
     if cfg.encoder not in ("fine_tune", "frozen"):
         raise ValueError(f"classifier_loso.encoder: {cfg.encoder!r} is not fine_tune or frozen")
-    frozen = _FrozenHead(fold_cfg, cfg) if cfg.encoder == "frozen" else None
+    frozen = _FrozenHead(fold_cfg, cfg.quantize, cfg.embedding_cache) if cfg.encoder == "frozen" else None
+    shift = shift if shift is not None and shift.enabled else None
+    proxy = (frozen if frozen is not None and shift.quantize == cfg.quantize else
+             _FrozenHead(fold_cfg, shift.quantize, shift.embedding_cache)) if shift else None
+    test_ids = set(prompts["test"]["prompt_id"]) if "test" in prompts else set()
     frames, folds = [], {}
     for name, members in cfg.groups.items():
         if cfg.only and name not in cfg.only:
@@ -136,7 +144,7 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
                 cfg.max_eval_per_source_task).reset_index(drop=True)
         if held.empty:
             continue
-        saved = _fold_path(cfg, fold_cfg, name, members, data)
+        saved = _fold_path(cfg, fold_cfg, name, members, data, shift)
         if saved is not None and saved.exists():
             frames.append(pd.read_parquet(saved))
             folds[name] = json.loads(saved.with_suffix(".json").read_text())
@@ -144,21 +152,30 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
             continue
         t0 = time.time()
         if frozen is not None:
-            probs, stats = frozen.fit_predict(tr, va, held)
+            z, t_val = frozen.fit_logits(tr, va, held)
+            stats = {"train_examples": len(tr)}
         else:
             clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
                                           va["task"].tolist(), fold_cfg, Path(out_dir) / f"loso_{name}",
                                           train_sources=tr["source"].tolist())
             served: TaskClassifier = clf.quantized() if cfg.quantize else clf
-            probs = served.predict_proba(held["prompt"].tolist())
+            z, t_val = served.logits(held["prompt"].tolist()), clf.temperature
+        rho, shift_stats = 1.0, {}
+        if shift:
+            inner = dataclasses.replace(shift, groups={g: m for g, m in shift.groups.items() if g != name})
+            rho, shift_stats = shift_factor(fold_cfg, tr, va, inner, proxy)
+        probs = softmax(z, t_val * rho)
         majority = tr["task"].value_counts().idxmax()
         frames.append(held[["prompt_id", "prompt", "task", "source"]].assign(
-            fold=name, pred=[labels[i] for i in probs.argmax(1)], confidence=probs.max(1),
+            fold=name, split=np.where(held["prompt_id"].isin(test_ids), "test", "train_validation"),
+            pred=[labels[i] for i in probs.argmax(1)], confidence=probs.max(1),
             majority=majority, keyword=keyword_tasks(held["prompt"].tolist(), majority),
-            **{f"p_{t}": probs[:, i] for i, t in enumerate(labels)}))
+            temperature_validation=t_val, shift_factor=rho,
+            **{f"p_{t}": probs[:, i] for i, t in enumerate(labels)},
+            **{f"z_{t}": z[:, i] for i, t in enumerate(labels)}))
         folds[name] = {"sources": members, "train_rows": len(tr), "validation_rows": len(va), "held_out": len(held),
-                       "train_examples": stats["train_examples"], "temperature": stats["temperature"],
-                       "seconds": round(time.time() - t0, 1)}
+                       "train_examples": stats["train_examples"], "temperature": t_val * rho,
+                       "temperature_validation": t_val, **shift_stats, "seconds": round(time.time() - t0, 1)}
         log.info("loso fold %s: %s", name, folds[name])
         if saved is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)
@@ -172,13 +189,14 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
 
 
 def _fold_path(cfg: LosoConfig, fold_cfg: ClassifierConfig, name: str, members: list[str],
-               data: TrainingData) -> Path | None:
+               data: TrainingData, shift: ShiftCalibration | None) -> Path | None:
     """Where a fold's predictions are kept: the name holds a hash of everything that decides them."""
     if not cfg.save_dir:
         return None
     key = json.dumps({"fold": dataclasses.asdict(fold_cfg) | {"progress": None}, "members": sorted(members),
                       "encoder": cfg.encoder, "quantize": cfg.quantize, "eval": cfg.max_eval_per_source_task,
-                      "seed": cfg.seed, "data": {k: v for k, v in sorted(data.versions.items())
+                      "seed": cfg.seed, "shift": dataclasses.asdict(shift) if shift else None,
+                      "data": {k: v for k, v in sorted(data.versions.items())
                                                  if k.startswith("prompts/")}}, sort_keys=True, default=str)
     return Path(cfg.save_dir) / f"{cfg.encoder}_{name}_{hashlib.sha1(key.encode()).hexdigest()[:10]}.parquet"
 
@@ -187,19 +205,18 @@ class _FrozenHead:
     """The frozen-encoder proxy: base-encoder embeddings (cached) + a balanced logistic
     regression on the fold's training rows, temperature-scaled on its validation rows."""
 
-    def __init__(self, clf_cfg: ClassifierConfig, cfg: LosoConfig):
+    def __init__(self, clf_cfg: ClassifierConfig, quantize: bool, embedding_cache: str | None):
         from autoroute.embeddings import EmbeddingCache, Encoder, EncoderConfig
 
         self.labels = tuple(clf_cfg.labels)
         self.encoder = Encoder(EncoderConfig(name_or_path=clf_cfg.encoder, max_length=clf_cfg.max_length,
-                                             quantize=cfg.quantize))
-        self.cache = EmbeddingCache(cfg.embedding_cache)
+                                             quantize=quantize))
+        self.cache = EmbeddingCache(embedding_cache)
         self.seed = clf_cfg.seed
 
-    def fit_predict(self, tr: pd.DataFrame, va: pd.DataFrame, held: pd.DataFrame) -> tuple[np.ndarray, dict]:
+    def fit_logits(self, tr: pd.DataFrame, va: pd.DataFrame, held: pd.DataFrame) -> tuple[np.ndarray, float]:
+        """(the held-out rows' logits, the temperature fitted on the validation rows)."""
         from sklearn.linear_model import LogisticRegression
-
-        from autoroute.classifier import fit_temperature, softmax
 
         index = {t: i for i, t in enumerate(self.labels)}
         x_tr, x_va, x_ho = (self.cache.encode(self.encoder, df["prompt"].tolist(), progress=False)
@@ -212,8 +229,72 @@ class _FrozenHead:
             out = np.full((len(x), len(self.labels)), -30.0)
             out[:, head.classes_] = head.decision_function(x)
             return out
-        temperature = fit_temperature(logits(x_va), y_va)
-        return softmax(logits(x_ho), temperature), {"train_examples": len(tr), "temperature": temperature}
+        return logits(x_ho), fit_temperature(logits(x_va), y_va)
+
+    def fit_predict(self, tr: pd.DataFrame, va: pd.DataFrame, held: pd.DataFrame) -> tuple[np.ndarray, dict]:
+        z, temperature = self.fit_logits(tr, va, held)
+        return softmax(z), {"train_examples": len(tr), "temperature": temperature}
+
+
+# ----------------------------------------------------------------------------- shift calibration
+@dataclass
+class ShiftCalibration:
+    """The classifier's confidence on sources it never saw (config `training.classifier_shift`).
+
+    The temperature fitted on the validation split is in-domain: on a new source the
+    classifier is right less often than its confidence says. An inner
+    leave-one-source-group-out over the training data (train + validation splits, never
+    test) measures by how much: for each group, the frozen-encoder proxy trained without
+    it and temperature-scaled on the validation rows left (T_in) classifies the group's
+    rows; one factor rho >= 1 minimizes the NLL of softmax(z / (T_in * rho)) over all of
+    them. The served temperature is the validation temperature times rho (the proxy's
+    logit scale differs from the fine-tuned model's; the ratio carries over)."""
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    enabled: bool = True
+    quantize: bool = True                  # the proxy's encoder in int8, as served
+    embedding_cache: str | None = None
+    max_rows_per_group: int | None = 600   # seeded sample of each group's rows classified (time)
+    seed: int = 0
+
+
+def shift_factor(clf_cfg: ClassifierConfig, train: pd.DataFrame, validation: pd.DataFrame,
+                 cfg: ShiftCalibration, proxy: "_FrozenHead | None" = None) -> tuple[float, dict]:
+    """(rho, stats): the temperature factor for unseen sources from an inner
+    leave-one-source-group-out of the frozen proxy over `train` + `validation` (groups
+    with no row there are skipped; a group must leave training and validation rows)."""
+    proxy = proxy or _FrozenHead(clf_cfg, cfg.quantize, cfg.embedding_cache)
+    index = {t: i for i, t in enumerate(clf_cfg.labels)}
+    zs, ys, used = [], [], []
+    for name, members in cfg.groups.items():
+        tr, va, held = fold({"train": train, "validation": validation}, members)
+        if held.empty or tr["task"].nunique() < 2 or va.empty:
+            continue
+        if cfg.max_rows_per_group and len(held) > cfg.max_rows_per_group:
+            held = held.sample(cfg.max_rows_per_group, random_state=cfg.seed)
+        z, t_in = proxy.fit_logits(tr, va, held)
+        zs.append(z / t_in)
+        ys.append(held["task"].map(index).to_numpy())
+        used.append(name)
+    if not zs:
+        return 1.0, {"shift_groups": 0}
+    z, y = np.concatenate(zs), np.concatenate(ys)
+    rho = max(1.0, fit_temperature(z, y))
+    conf, correct = softmax(z, rho).max(1), softmax(z).argmax(1) == y
+    return rho, {"shift_factor": rho, "shift_groups": len(used), "shift_rows": len(y),
+                 "shift_proxy_accuracy": float(correct.mean()),
+                 "shift_proxy_ece_in_domain_t": expected_calibration_error(softmax(z), y, clf_cfg.calibration_bins),
+                 "shift_proxy_ece": expected_calibration_error(softmax(z, rho), y, clf_cfg.calibration_bins),
+                 "shift_proxy_min_confidence": choose_min_confidence(conf, correct)}
+
+
+def choose_min_confidence(confidence: np.ndarray, correct: np.ndarray,
+                          grid: Sequence[float] = tuple(np.round(np.arange(0.2, 0.91, 0.05), 2))) -> float:
+    """The unsure threshold for the router: a task label shown is worth +1 when right and
+    -1 when wrong, an unsure one 0 (the preference model decides); the threshold in `grid`
+    maximizing the total on these predictions (calibrated: about 0.5)."""
+    confidence, correct = np.asarray(confidence), np.asarray(correct, dtype=float)
+    gains = [float(((2 * correct - 1) * (confidence >= t)).sum()) for t in grid]
+    return float(grid[int(np.argmax(gains))])
 
 
 def summarize(pred: pd.DataFrame, labels: tuple[str, ...], min_conf: float, bins: int = 15) -> dict:
@@ -231,7 +312,34 @@ def summarize(pred: pd.DataFrame, labels: tuple[str, ...], min_conf: float, bins
                      "macro_f1": r["macro_f1"], "unsure_rate": r["unsure_rate"], "ece": r["ece"],
                      "keyword_accuracy": float((pred.loc[m, "keyword"] == pred.loc[m, "task"]).mean())})
     out["per_source"] = pd.DataFrame(rows).sort_values("source").reset_index(drop=True)
+    if "temperature_validation" in pred:   # the same folds with the in-domain temperature only (no shift factor)
+        z = pred[[f"z_{t}" for t in labels]].to_numpy()
+        p_in = softmax(z / pred["temperature_validation"].to_numpy()[:, None])
+        out["validation_temperature"] = {"ece": expected_calibration_error(p_in, y, bins),
+                                         "unsure_rate": float((p_in.max(1) < min_conf).mean())}
+        out["per_source"]["ece_validation_temperature"] = [
+            expected_calibration_error(p_in[pred["source"].to_numpy() == s_], y[pred["source"].to_numpy() == s_], bins)
+            for s_ in out["per_source"]["source"]]
+    out["min_confidence"] = unsure_threshold(pred, probs, y)
     return out
+
+
+def unsure_threshold(pred: pd.DataFrame, probs: np.ndarray, y: np.ndarray) -> dict:
+    """The router's unsure threshold chosen on these out-of-source predictions (rows of the
+    train/validation splits only, never test): `choose_min_confidence` on all folds (the
+    value for `router.settings.classifier_min_confidence`), and cross-fitted: each fold's
+    unsure rate at the threshold chosen on the other folds' rows."""
+    conf, correct = probs.max(1), probs.argmax(1) == y
+    ok = (pred["split"] != "test").to_numpy() if "split" in pred else np.ones(len(pred), bool)
+    unsure = np.zeros(len(pred), bool)
+    by_fold = {}
+    for f in pred["fold"].unique():
+        m = (pred["fold"] == f).to_numpy()
+        by_fold[f] = choose_min_confidence(conf[ok & ~m], correct[ok & ~m]) if (ok & ~m).any() else 0.5
+        unsure[m] = conf[m] < by_fold[f]
+    return {"chosen": choose_min_confidence(conf[ok], correct[ok]), "by_fold": by_fold,
+            "crossfit_unsure_rate": float(unsure.mean()),
+            "crossfit_accuracy_when_sure": float(correct[~unsure].mean()) if (~unsure).any() else float("nan")}
 
 
 class _FoldProbs(LearnedScorer):
@@ -278,6 +386,10 @@ def metrics(report: dict, prefix: str = "classifier/loso_int8") -> dict[str, flo
         out[f"{prefix}/baseline_{b}/accuracy"] = float(r["accuracy"])
     for k, v in (report.get("served") or {}).items():
         out[f"{prefix}/router_task/{k}"] = float(v)
+    for k, v in (report.get("validation_temperature") or {}).items():
+        out[f"{prefix}/validation_temperature/{k}"] = float(v)
+    mc = report.get("min_confidence") or {}
+    out.update({f"{prefix}/min_confidence/{k}": float(v) for k, v in mc.items() if k != "by_fold"})
     for row in report["per_source"].itertuples():
         out[f"{prefix}/source/{row.source}/accuracy"] = float(row.accuracy)
         out[f"{prefix}/source/{row.source}/macro_f1"] = float(row.macro_f1)
@@ -295,6 +407,15 @@ def format_report(report: dict, title: str = "classifier, leave-one-source-group
         sv = report["served"]
         lines.append(f"task as the router reports it (Tier 2 rules first, unsure -> general): accuracy "
                      f"{sv['accuracy']:.3f}, macro-F1 {sv['macro_f1']:.3f}, general {sv['general_rate']:.3f}")
+    if report.get("validation_temperature"):
+        vt = report["validation_temperature"]
+        lines.append(f"same folds, in-domain (validation) temperature only: ECE {vt['ece']:.3f}, "
+                     f"unsure {vt['unsure_rate']:.3f}")
+    if report.get("min_confidence"):
+        mc = report["min_confidence"]
+        lines.append(f"unsure threshold chosen on the train/validation rows: {mc['chosen']:.2f}; cross-fitted "
+                     f"(each fold at the other folds' choice {mc['by_fold']}): unsure "
+                     f"{mc['crossfit_unsure_rate']:.3f}, accuracy when sure {mc['crossfit_accuracy_when_sure']:.3f}")
     lines.append("per class F1: " + ", ".join(f"{t} {v:.3f}" for t, v in report["per_class_f1"].items()))
     lines.append(report["per_source"].to_string(index=False, float_format=fmt))
     if "folds" in report:
@@ -303,5 +424,6 @@ def format_report(report: dict, title: str = "classifier, leave-one-source-group
     return "\n".join(lines)
 
 
-__all__ = ["LosoConfig", "check_groups", "fold", "keyword_tasks", "run", "summarize", "served_report", "metrics",
+__all__ = ["LosoConfig", "check_groups", "fold", "keyword_tasks", "run", "ShiftCalibration", "shift_factor",
+           "choose_min_confidence", "summarize", "served_report", "metrics",
            "format_report"]

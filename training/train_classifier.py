@@ -18,6 +18,7 @@ from autoroute.classifier import ClassifierConfig, TaskClassifier, classificatio
 from autoroute.config import register_resolvers
 from autoroute.types import TASKS
 
+from training.classifier_loso import ShiftCalibration, shift_factor
 from training.data import TrainingData
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,14 @@ def inputs_digest(data: TrainingData) -> str:
 
 
 def run(cfg: ClassifierConfig, data: TrainingData, out_dir: str | Path, int8: bool = False,
-        reuse: str | Path | None = None) -> tuple[TaskClassifier, dict, dict]:
+        reuse: str | Path | None = None, shift: ShiftCalibration | None = None
+        ) -> tuple[TaskClassifier, dict, dict]:
     """Train, calibrate, evaluate on `test` (sources never seen in training); with
     `int8`, also the dynamic-int8 serving variant (``report["int8"]``); the served
     variant on the validation split is ``report["validation"]`` (for selection).
+    With `shift` (enabled), the temperature fitted on the validation split is multiplied
+    by the factor an inner leave-one-source-group-out finds for unseen sources
+    (`training.classifier_loso.shift_factor`; train + validation rows only).
 
     `reuse`: the folder of a classifier an earlier run fine-tuned on exactly these
     prompts (checked), evaluated instead of trained again (to iterate on the later steps)."""
@@ -59,6 +64,12 @@ def run(cfg: ClassifierConfig, data: TrainingData, out_dir: str | Path, int8: bo
                                       va["task"].tolist(), cfg, Path(out_dir) / "classifier_trainer",
                                       train_sources=tr["source"].tolist() if "source" in tr else None)
         clf.meta["inputs_digest"] = digest
+    if shift is not None and shift.enabled:
+        t_val = float(clf.meta.get("temperature_validation", clf.temperature))
+        rho, shift_stats = shift_factor(cfg, tr, va, shift)
+        clf.temperature = t_val * rho
+        clf.meta.update(temperature_validation=t_val, shift_factor=rho)
+        stats.update(shift_stats, temperature=clf.temperature, temperature_validation=t_val)
     te = te[te["task"].isin(clf.labels)]
     index = {t: i for i, t in enumerate(clf.labels)}
     probs = clf.predict_proba(te["prompt"].tolist(), progress=cfg.progress)
@@ -88,7 +99,8 @@ def main(cfg: DictConfig) -> None:
     torch.set_num_threads(int(cfg.training.num_threads))
     data = instantiate(cfg.training.data, seed=cfg.seed)
     out = Path(HydraConfig.get().runtime.output_dir)
-    clf, stats, report = run(instantiate(cfg.classifier), data, out)
+    clf, stats, report = run(instantiate(cfg.classifier), data, out,
+                             shift=instantiate(cfg.training.classifier_shift))
     if stats["is_main_process"]:
         clf.save(out / "classifier")
         summary = {"stats": stats, **{k: report[k] for k in ("accuracy", "macro_f1", "ece", "n")}}

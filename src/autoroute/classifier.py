@@ -176,9 +176,18 @@ class TaskClassifier:
     def from_pooled(self, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(L2-normalized embeddings, calibrated task probabilities) from pooled states."""
         x = torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32))
-        logits = self.model.head(x).numpy() if len(x) else np.zeros((0, len(self.labels)), np.float32)
+        logits = self.head_logits(pooled)
         emb = nn.functional.normalize(x, dim=-1).numpy() if len(x) else np.zeros((0, self.dim), np.float32)
         return emb.astype(np.float32), softmax(logits, self.temperature).astype(np.float32)
+
+    @torch.no_grad()
+    def head_logits(self, pooled: np.ndarray) -> np.ndarray:
+        """The task head's logits (before the temperature) from pooled states."""
+        x = torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32))
+        return self.model.head(x).numpy() if len(x) else np.zeros((0, len(self.labels)), np.float32)
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        return self.head_logits(self.pooled(texts))
 
     def forward_texts(self, texts: Sequence[str], progress: bool = False, desc: str = "classify"
                       ) -> tuple[np.ndarray, np.ndarray]:
