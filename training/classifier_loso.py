@@ -144,43 +144,50 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
                 cfg.max_eval_per_source_task).reset_index(drop=True)
         if held.empty:
             continue
-        saved = _fold_path(cfg, fold_cfg, name, members, data, shift)
-        if saved is not None and saved.exists():
-            frames.append(pd.read_parquet(saved))
-            folds[name] = json.loads(saved.with_suffix(".json").read_text())
-            log.info("loso fold %s: reused %s", name, saved)
-            continue
+        saved = _fold_path(cfg, fold_cfg, name, members, data)
+        shift_key = json.dumps(dataclasses.asdict(shift), sort_keys=True, default=str) if shift else None
         t0 = time.time()
-        if frozen is not None:
-            z, t_val = frozen.fit_logits(tr, va, held)
-            stats = {"train_examples": len(tr)}
+        if saved is not None and saved.exists():   # the fold's logits; the shift step reruns if its settings changed
+            frame, info = pd.read_parquet(saved), json.loads(saved.with_suffix(".json").read_text())
+            z, t_val = frame[[f"z_{t}" for t in labels]].to_numpy(), info["temperature_validation"]
+            log.info("loso fold %s: reused %s", name, saved)
         else:
-            clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
-                                          va["task"].tolist(), fold_cfg, Path(out_dir) / f"loso_{name}",
-                                          train_sources=tr["source"].tolist())
-            served: TaskClassifier = clf.quantized() if cfg.quantize else clf
-            z, t_val = served.logits(held["prompt"].tolist()), clf.temperature
-        rho, shift_stats = 1.0, {}
-        if shift:
-            inner = dataclasses.replace(shift, groups={g: m for g, m in shift.groups.items() if g != name})
-            rho, shift_stats = shift_factor(fold_cfg, tr, va, inner, proxy)
+            if frozen is not None:
+                z, t_val = frozen.fit_logits(tr, va, held)
+                n_train = len(tr)
+            else:
+                clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
+                                              va["task"].tolist(), fold_cfg, Path(out_dir) / f"loso_{name}",
+                                              train_sources=tr["source"].tolist())
+                served: TaskClassifier = clf.quantized() if cfg.quantize else clf
+                z, t_val, n_train = served.logits(held["prompt"].tolist()), clf.temperature, stats["train_examples"]
+            majority = tr["task"].value_counts().idxmax()
+            frame = held[["prompt_id", "prompt", "task", "source"]].assign(
+                fold=name, split=np.where(held["prompt_id"].isin(test_ids), "test", "train_validation"),
+                majority=majority, keyword=keyword_tasks(held["prompt"].tolist(), majority),
+                temperature_validation=t_val, **{f"z_{t}": z[:, i] for i, t in enumerate(labels)})
+            info = {"sources": members, "train_rows": len(tr), "validation_rows": len(va), "held_out": len(held),
+                    "train_examples": n_train, "temperature_validation": t_val,
+                    "seconds": round(time.time() - t0, 1)}
+        if info.get("shift_key", None) != shift_key or "shift_factor" not in info:
+            rho, shift_stats = 1.0, {}
+            if shift:   # the served calibration, inside the fold: its inner groups never hold the held-out one
+                inner = dataclasses.replace(shift, groups={g: m for g, m in shift.groups.items() if g != name})
+                rho, shift_stats = shift_factor(fold_cfg, tr, va, inner, proxy)
+            info = {k: v for k, v in info.items() if not k.startswith("shift_")} | shift_stats | {
+                "shift_factor": rho, "shift_key": shift_key, "shift_seconds": round(time.time() - t0, 1)}
+        rho = info["shift_factor"]
         probs = softmax(z, t_val * rho)
-        majority = tr["task"].value_counts().idxmax()
-        frames.append(held[["prompt_id", "prompt", "task", "source"]].assign(
-            fold=name, split=np.where(held["prompt_id"].isin(test_ids), "test", "train_validation"),
-            pred=[labels[i] for i in probs.argmax(1)], confidence=probs.max(1),
-            majority=majority, keyword=keyword_tasks(held["prompt"].tolist(), majority),
-            temperature_validation=t_val, shift_factor=rho,
-            **{f"p_{t}": probs[:, i] for i, t in enumerate(labels)},
-            **{f"z_{t}": z[:, i] for i, t in enumerate(labels)}))
-        folds[name] = {"sources": members, "train_rows": len(tr), "validation_rows": len(va), "held_out": len(held),
-                       "train_examples": stats["train_examples"], "temperature": t_val * rho,
-                       "temperature_validation": t_val, **shift_stats, "seconds": round(time.time() - t0, 1)}
-        log.info("loso fold %s: %s", name, folds[name])
+        frame = frame.assign(pred=[labels[i] for i in probs.argmax(1)], confidence=probs.max(1), shift_factor=rho,
+                             **{f"p_{t}": probs[:, i] for i, t in enumerate(labels)})
+        info["temperature"] = t_val * rho
+        frames.append(frame)
+        folds[name] = info
+        log.info("loso fold %s: %s", name, {k: v for k, v in info.items() if k != "shift_key"})
         if saved is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)
-            frames[-1].to_parquet(saved)
-            saved.with_suffix(".json").write_text(json.dumps(folds[name]))
+            frame.to_parquet(saved)
+            saved.with_suffix(".json").write_text(json.dumps(info))
     if not frames:
         raise ValueError("classifier_loso: no group held out any prompt")
     pred = pd.concat(frames, ignore_index=True)
@@ -189,14 +196,13 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
 
 
 def _fold_path(cfg: LosoConfig, fold_cfg: ClassifierConfig, name: str, members: list[str],
-               data: TrainingData, shift: ShiftCalibration | None) -> Path | None:
+               data: TrainingData) -> Path | None:
     """Where a fold's predictions are kept: the name holds a hash of everything that decides them."""
     if not cfg.save_dir:
         return None
     key = json.dumps({"fold": dataclasses.asdict(fold_cfg) | {"progress": None}, "members": sorted(members),
                       "encoder": cfg.encoder, "quantize": cfg.quantize, "eval": cfg.max_eval_per_source_task,
-                      "seed": cfg.seed, "shift": dataclasses.asdict(shift) if shift else None,
-                      "data": {k: v for k, v in sorted(data.versions.items())
+                      "seed": cfg.seed, "logits": 1, "data": {k: v for k, v in sorted(data.versions.items())
                                                  if k.startswith("prompts/")}}, sort_keys=True, default=str)
     return Path(cfg.save_dir) / f"{cfg.encoder}_{name}_{hashlib.sha1(key.encode()).hexdigest()[:10]}.parquet"
 
@@ -317,11 +323,25 @@ def summarize(pred: pd.DataFrame, labels: tuple[str, ...], min_conf: float, bins
         p_in = softmax(z / pred["temperature_validation"].to_numpy()[:, None])
         out["validation_temperature"] = {"ece": expected_calibration_error(p_in, y, bins),
                                          "unsure_rate": float((p_in.max(1) < min_conf).mean())}
+        out["cross_fold_shift"] = cross_fold_shift(pred, z, y, bins)
         out["per_source"]["ece_validation_temperature"] = [
             expected_calibration_error(p_in[pred["source"].to_numpy() == s_], y[pred["source"].to_numpy() == s_], bins)
             for s_ in out["per_source"]["source"]]
     out["min_confidence"] = unsure_threshold(pred, probs, y)
     return out
+
+
+def cross_fold_shift(pred: pd.DataFrame, z: np.ndarray, y: np.ndarray, bins: int) -> dict:
+    """A diagnostic beside the proxy's factor: each fold's factor fitted on the other folds'
+    out-of-source logits of the same recipe (the fold models themselves), and the ECE it gives."""
+    zs = z / pred["temperature_validation"].to_numpy()[:, None]
+    probs, factors = np.zeros_like(zs), {}
+    for f in pred["fold"].unique():
+        m = (pred["fold"] == f).to_numpy()
+        factors[f] = max(1.0, fit_temperature(zs[~m], y[~m])) if (~m).any() else 1.0
+        probs[m] = softmax(zs[m], factors[f])
+    return {"ece": expected_calibration_error(probs, y, bins), "factors": factors,
+            "all_folds": max(1.0, fit_temperature(zs, y))}
 
 
 def unsure_threshold(pred: pd.DataFrame, probs: np.ndarray, y: np.ndarray) -> dict:
@@ -388,6 +408,8 @@ def metrics(report: dict, prefix: str = "classifier/loso_int8") -> dict[str, flo
         out[f"{prefix}/router_task/{k}"] = float(v)
     for k, v in (report.get("validation_temperature") or {}).items():
         out[f"{prefix}/validation_temperature/{k}"] = float(v)
+    if report.get("cross_fold_shift"):
+        out[f"{prefix}/cross_fold_shift/ece"] = float(report["cross_fold_shift"]["ece"])
     mc = report.get("min_confidence") or {}
     out.update({f"{prefix}/min_confidence/{k}": float(v) for k, v in mc.items() if k != "by_fold"})
     for row in report["per_source"].itertuples():
@@ -411,6 +433,11 @@ def format_report(report: dict, title: str = "classifier, leave-one-source-group
         vt = report["validation_temperature"]
         lines.append(f"same folds, in-domain (validation) temperature only: ECE {vt['ece']:.3f}, "
                      f"unsure {vt['unsure_rate']:.3f}")
+    if report.get("cross_fold_shift"):
+        cf = report["cross_fold_shift"]
+        lines.append(f"diagnostic: factor fitted on the other folds' out-of-source logits instead of the proxy's: "
+                     f"ECE {cf['ece']:.3f} (factors {', '.join(f'{k} {v:.2f}' for k, v in cf['factors'].items())}; "
+                     f"all folds {cf['all_folds']:.2f})")
     if report.get("min_confidence"):
         mc = report["min_confidence"]
         lines.append(f"unsure threshold chosen on the train/validation rows: {mc['chosen']:.2f}; cross-fitted "
@@ -420,7 +447,9 @@ def format_report(report: dict, title: str = "classifier, leave-one-source-group
     lines.append(report["per_source"].to_string(index=False, float_format=fmt))
     if "folds" in report:
         lines.append("folds: " + "; ".join(f"{k}: train {v['train_examples']} ex, held out {v['held_out']}, "
-                                           f"{v['seconds']}s" for k, v in report["folds"].items()))
+                                           f"T {v.get('temperature_validation', v['temperature']):.2f} x shift "
+                                           f"{v.get('shift_factor', 1.0):.2f}, {v['seconds']}s"
+                                           for k, v in report["folds"].items()))
     return "\n".join(lines)
 
 
