@@ -15,7 +15,9 @@ on `--n` prompts of up to 64 tokens (serving.benchmark.prompts), each made new (
 cache). Alternating the versions within one run spreads the machine's other load over
 all of them; the paired per-round p50 differences say how much of a gap is noise.
 Prints p50/p99 per version with the load average; exit 1 when a version's p50 exceeds
-the first one's by more than `--budget-ms` (1 ms: issue 9's latency bound)."""
+the first one's by more than `--budget-ms` (1 ms: issue 9's latency bound). The
+thread CPU time per decision is printed beside the wall time: on a loaded machine it
+moves much less with the other processes' load than the wall time does."""
 from __future__ import annotations
 
 import argparse
@@ -43,13 +45,14 @@ pool = json.load(open(prompts_file))
 router = build_router(load_config(), scorer=load_scorer(bundle, quantize=True))
 for p in pool[:20]:
     router.route(Request.from_prompt(p + " warmup"))
-lat = []
+lat, cpu = [], []
 for i in range(n):
     text = f"{pool[i % len(pool)]} ({tag} {i})"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     d = router.route(Request.from_prompt(text))
     lat.append((time.perf_counter() - t0) * 1000)
-print(json.dumps({"lat": lat, "tier": d.tier}))
+    cpu.append((time.thread_time() - c0) * 1000)
+print(json.dumps({"lat": lat, "cpu": cpu, "tier": d.tier}))
 """
 
 
@@ -65,14 +68,14 @@ def export(ref: str, into: Path) -> Path:
     return dest / "src"
 
 
-def measure(src: Path, bundle: str, prompts_file: Path, n: int, tag: str) -> list[float]:
+def measure(src: Path, bundle: str, prompts_file: Path, n: int, tag: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([sys.executable, "-c", WORKER, bundle, str(prompts_file), str(n), tag],
                           capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     if proc.returncode != 0:
         raise SystemExit(f"bench_compare: {tag} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["lat"]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -102,14 +105,16 @@ def main(argv=None) -> int:
         pf.write_text(json.dumps(prompts(64, tok)))
         srcs = {ref: export(ref, Path(tmp)) for ref in args.refs}
         lat: dict[str, list[float]] = {r: [] for r in args.refs}
+        cpu: dict[str, list[float]] = {r: [] for r in args.refs}
         rounds: dict[str, list[float]] = {r: [] for r in args.refs}
         loads = [load()]
         for k in range(args.rounds):
             order = args.refs[k % len(args.refs):] + args.refs[:k % len(args.refs)]
             for ref in order:
-                xs = measure(srcs[ref], str(Path(args.bundle).resolve()), pf, args.n, f"{ref} r{k}")
-                lat[ref] += xs
-                rounds[ref].append(statistics.median(xs))
+                got = measure(srcs[ref], str(Path(args.bundle).resolve()), pf, args.n, f"{ref} r{k}")
+                lat[ref] += got["lat"]
+                cpu[ref] += got["cpu"]
+                rounds[ref].append(statistics.median(got["lat"]))
             loads.append(load())
             print(f"round {k + 1}/{args.rounds}: " + ", ".join(f"{r} p50 {rounds[r][-1]:.2f} ms" for r in args.refs)
                   + f"  [{loads[-1]}]", flush=True)
@@ -122,11 +127,15 @@ def main(argv=None) -> int:
         d = [a - b for a, b in zip(rounds[ref], rounds[base])]
         r = {"p50_ms": statistics.median(lat[ref]), "p99_ms": pct(lat[ref], 99), "mean_ms": statistics.mean(lat[ref]),
              "round_p50_ms": rounds[ref], "p50_minus_first_by_round_ms": d,
-             "p50_minus_first_ms": statistics.median(lat[ref]) - statistics.median(lat[base])}
+             "p50_minus_first_ms": statistics.median(lat[ref]) - statistics.median(lat[base]),
+             "cpu_p50_ms": statistics.median(cpu[ref]), "cpu_p99_ms": pct(cpu[ref], 99),
+             "cpu_p50_minus_first_ms": statistics.median(cpu[ref]) - statistics.median(cpu[base])}
         res["refs"][ref] = r
         within = r["p50_minus_first_ms"] <= args.budget_ms
         ok &= within
-        print(f"  {ref:10s} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  mean {r['mean_ms']:.2f} ms"
+        print(f"  {ref:10s} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  mean {r['mean_ms']:.2f} ms  "
+              f"(thread CPU p50 {r['cpu_p50_ms']:.2f} ms"
+              + ("" if ref == base else f", {r['cpu_p50_minus_first_ms']:+.2f} vs {base}") + ")"
               + ("" if ref == base else f"   p50 - {base}: {r['p50_minus_first_ms']:+.2f} ms (per round "
                  f"{min(d):+.2f} .. {max(d):+.2f}; budget +{args.budget_ms} ms: {'within' if within else 'EXCEEDED'})"))
     print(f"load average: before {loads[0]}; after {loads[-1]}")

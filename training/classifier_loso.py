@@ -16,7 +16,9 @@ prompts, temperature-scaled on the `validation` rows left, quantized to int8
 as served, and run on every prompt of the group (all splits). The pooled
 predictions give accuracy, macro-F1, per-class F1, the confusion matrix, ECE
 and the unsure rate (confidence under the router's `classifier_min_confidence`);
-per source the same. Beside it, two baselines on the same folds: the majority
+per source the same. Each fold's confidence is the served one: its validation
+temperature times the shift factor (`ShiftCalibration`) fitted on the other folds'
+out-of-source logits; the factor fitted on all folds is printed as the served config. Beside it, two baselines on the same folds: the majority
 class of the fold's training rows and the Tier 2 keyword hints.
 """
 from __future__ import annotations
@@ -34,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from autoroute.classifier import (ClassifierConfig, TaskClassifier, classification_report,
-                                  expected_calibration_error, fit_temperature, softmax, train_classifier)
+                                  expected_calibration_error, fit_shift, fit_temperature, softmax,
+                                  train_classifier)
 from autoroute.scoring import LearnedScorer, Scores
 from autoroute.signals import extract
 from autoroute.types import Request
@@ -117,10 +120,11 @@ def _hard(pred: list[str], labels: tuple[str, ...]) -> np.ndarray:
 
 
 def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir: str | Path,
-        shift: ShiftCalibration | None = None) -> dict:
+        bias_l2: float | None = None) -> dict:
     """Train one classifier per held-out group; returns the pooled and per-source report.
-    `shift`: the served confidence calibration, run inside each fold on the fold's own
-    training data (its inner groups never include the held-out group)."""
+    Each fold's probabilities carry the shift calibration fitted on the other folds'
+    out-of-source logits (`cross_fold_shift`); the report's ``shift`` is the fit on all
+    folds: the served `training.classifier_shift`."""
     prompts = {k: v[v["task"].isin(clf_cfg.labels)] for k, v in data.prompts.items()}
     sources = set().union(*(set(df["source"]) for df in prompts.values()))
     check_groups(cfg, sources)
@@ -129,9 +133,6 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
     if cfg.encoder not in ("fine_tune", "frozen"):
         raise ValueError(f"classifier_loso.encoder: {cfg.encoder!r} is not fine_tune or frozen")
     frozen = _FrozenHead(fold_cfg, cfg.quantize, cfg.embedding_cache) if cfg.encoder == "frozen" else None
-    shift = shift if shift is not None and shift.enabled else None
-    proxy = (frozen if frozen is not None and shift.quantize == cfg.quantize else
-             _FrozenHead(fold_cfg, shift.quantize, shift.embedding_cache)) if shift else None
     test_ids = set(prompts["test"]["prompt_id"]) if "test" in prompts else set()
     frames, folds = [], {}
     for name, members in cfg.groups.items():
@@ -145,54 +146,47 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
         if held.empty:
             continue
         saved = _fold_path(cfg, fold_cfg, name, members, data)
-        shift_key = json.dumps(dataclasses.asdict(shift), sort_keys=True, default=str) if shift else None
-        t0 = time.time()
-        if saved is not None and saved.exists():   # the fold's logits; the shift step reruns if its settings changed
-            frame, info = pd.read_parquet(saved), json.loads(saved.with_suffix(".json").read_text())
-            z, t_val = frame[[f"z_{t}" for t in labels]].to_numpy(), info["temperature_validation"]
+        if saved is not None and saved.exists():
+            frames.append(pd.read_parquet(saved))
+            folds[name] = json.loads(saved.with_suffix(".json").read_text())
             log.info("loso fold %s: reused %s", name, saved)
+            continue
+        t0 = time.time()
+        if frozen is not None:
+            z, t_val = frozen.fit_logits(tr, va, held)
+            n_train = len(tr)
         else:
-            if frozen is not None:
-                z, t_val = frozen.fit_logits(tr, va, held)
-                n_train = len(tr)
-            else:
-                clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
-                                              va["task"].tolist(), fold_cfg, Path(out_dir) / f"loso_{name}",
-                                              train_sources=tr["source"].tolist())
-                served: TaskClassifier = clf.quantized() if cfg.quantize else clf
-                z, t_val, n_train = served.logits(held["prompt"].tolist()), clf.temperature, stats["train_examples"]
-            majority = tr["task"].value_counts().idxmax()
-            frame = held[["prompt_id", "prompt", "task", "source"]].assign(
-                fold=name, split=np.where(held["prompt_id"].isin(test_ids), "test", "train_validation"),
-                majority=majority, keyword=keyword_tasks(held["prompt"].tolist(), majority),
-                temperature_validation=t_val, **{f"z_{t}": z[:, i] for i, t in enumerate(labels)})
-            info = {"sources": members, "train_rows": len(tr), "validation_rows": len(va), "held_out": len(held),
-                    "train_examples": n_train, "temperature_validation": t_val,
-                    "seconds": round(time.time() - t0, 1)}
-        if info.get("shift_key", None) != shift_key or "shift_factor" not in info:
-            rho, shift_stats = 1.0, {}
-            if shift:   # the served calibration, inside the fold: its inner groups never hold the held-out one
-                inner = dataclasses.replace(shift, groups={g: m for g, m in shift.groups.items() if g != name})
-                rho, shift_stats = shift_factor(fold_cfg, tr, va, inner, proxy)
-            info = {k: v for k, v in info.items() if not k.startswith("shift_")} | shift_stats | {
-                "shift_factor": rho, "shift_key": shift_key, "shift_seconds": round(time.time() - t0, 1)}
-        rho = info["shift_factor"]
-        probs = softmax(z, t_val * rho)
-        frame = frame.assign(pred=[labels[i] for i in probs.argmax(1)], confidence=probs.max(1), shift_factor=rho,
-                             **{f"p_{t}": probs[:, i] for i, t in enumerate(labels)})
-        info["temperature"] = t_val * rho
-        frames.append(frame)
-        folds[name] = info
-        log.info("loso fold %s: %s", name, {k: v for k, v in info.items() if k != "shift_key"})
+            clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
+                                          va["task"].tolist(), fold_cfg, Path(out_dir) / f"loso_{name}",
+                                          train_sources=tr["source"].tolist())
+            served: TaskClassifier = clf.quantized() if cfg.quantize else clf
+            z, t_val, n_train = served.logits(held["prompt"].tolist()), clf.temperature, stats["train_examples"]
+        majority = tr["task"].value_counts().idxmax()
+        frames.append(held[["prompt_id", "prompt", "task", "source"]].assign(
+            fold=name, split=np.where(held["prompt_id"].isin(test_ids), "test", "train_validation"),
+            majority=majority, keyword=keyword_tasks(held["prompt"].tolist(), majority),
+            temperature_validation=t_val, **{f"z_{t}": z[:, i] for i, t in enumerate(labels)}))
+        folds[name] = {"sources": members, "train_rows": len(tr), "validation_rows": len(va), "held_out": len(held),
+                       "train_examples": n_train, "temperature_validation": t_val,
+                       "seconds": round(time.time() - t0, 1)}
+        log.info("loso fold %s: %s", name, folds[name])
         if saved is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_parquet(saved)
-            saved.with_suffix(".json").write_text(json.dumps(info))
+            frames[-1].to_parquet(saved)
+            saved.with_suffix(".json").write_text(json.dumps(folds[name]))
     if not frames:
         raise ValueError("classifier_loso: no group held out any prompt")
     pred = pd.concat(frames, ignore_index=True)
-    return summarize(pred, labels, cfg.min_confidence, fold_cfg.calibration_bins) | {"folds": folds,
-                                                                                       "predictions": pred}
+    shift = cross_fold_shift(pred, labels, bias_l2, fold_cfg.calibration_bins)
+    probs = shift.pop("probs")
+    pred = pred.assign(shift_factor=pred["fold"].map(shift["factors"]), pred=[labels[i] for i in probs.argmax(1)],
+                       confidence=probs.max(1), **{f"p_{t}": probs[:, i] for i, t in enumerate(labels)})
+    for name in folds:
+        folds[name]["shift_factor"] = shift["factors"][name]
+    other = 0.01 if bias_l2 is None else None
+    shift["other_variant"] = {"bias_l2": other} | variant_report(pred, labels, other, fold_cfg.calibration_bins)
+    return summarize(pred, labels, cfg.min_confidence, fold_cfg.calibration_bins) | {
+        "folds": folds, "predictions": pred, "shift": shift}
 
 
 def _fold_path(cfg: LosoConfig, fold_cfg: ClassifierConfig, name: str, members: list[str],
@@ -202,7 +196,8 @@ def _fold_path(cfg: LosoConfig, fold_cfg: ClassifierConfig, name: str, members: 
         return None
     key = json.dumps({"fold": dataclasses.asdict(fold_cfg) | {"progress": None}, "members": sorted(members),
                       "encoder": cfg.encoder, "quantize": cfg.quantize, "eval": cfg.max_eval_per_source_task,
-                      "seed": cfg.seed, "logits": 1, "data": {k: v for k, v in sorted(data.versions.items())
+                      "seed": cfg.seed, "logits": 1,
+                      "data": {k: v for k, v in sorted(data.versions.items())
                                                  if k.startswith("prompts/")}}, sort_keys=True, default=str)
     return Path(cfg.save_dir) / f"{cfg.encoder}_{name}_{hashlib.sha1(key.encode()).hexdigest()[:10]}.parquet"
 
@@ -237,10 +232,6 @@ class _FrozenHead:
             return out
         return logits(x_ho), fit_temperature(logits(x_va), y_va)
 
-    def fit_predict(self, tr: pd.DataFrame, va: pd.DataFrame, held: pd.DataFrame) -> tuple[np.ndarray, dict]:
-        z, temperature = self.fit_logits(tr, va, held)
-        return softmax(z), {"train_examples": len(tr), "temperature": temperature}
-
 
 # ----------------------------------------------------------------------------- shift calibration
 @dataclass
@@ -248,49 +239,54 @@ class ShiftCalibration:
     """The classifier's confidence on sources it never saw (config `training.classifier_shift`).
 
     The temperature fitted on the validation split is in-domain: on a new source the
-    classifier is right less often than its confidence says. An inner
-    leave-one-source-group-out over the training data (train + validation splits, never
-    test) measures by how much: for each group, the frozen-encoder proxy trained without
-    it and temperature-scaled on the validation rows left (T_in) classifies the group's
-    rows; one factor rho >= 1 minimizes the NLL of softmax(z / (T_in * rho)) over all of
-    them. The served temperature is the validation temperature times rho (the proxy's
-    logit scale differs from the fine-tuned model's; the ratio carries over)."""
-    groups: dict[str, list[str]] = field(default_factory=dict)
-    enabled: bool = True
-    quantize: bool = True                  # the proxy's encoder in int8, as served
-    embedding_cache: str | None = None
-    max_rows_per_group: int | None = 600   # seeded sample of each group's rows classified (time)
-    seed: int = 0
+    classifier is right less often than its confidence says, and its class priors differ.
+    The leave-one-source-group-out benchmark measures both on the recipe's own
+    out-of-source predictions: a factor on the validation temperature and a per-label
+    bias (`autoroute.classifier.fit_shift` on every fold model's held-out logits divided
+    by that model's validation temperature); it prints them as this config. The served
+    classifier's temperature is its validation temperature times `factor`, plus `bias`.
+    In the benchmark itself each fold is scored with the shift fitted on the other
+    folds' predictions only (its own source never calibrates it)."""
+    factor: float = 1.0
+    bias: dict[str, float] = field(default_factory=dict)   # task -> logit bias; missing tasks 0
+    # the benchmark fits a per-label bias with this ridge, null = the factor only (a bias moves
+    # the argmax, not only the confidence: measured, it cost macro-F1 on held-out sources)
+    bias_l2: float | None = None
+
+    def apply(self, clf: TaskClassifier) -> TaskClassifier:
+        if not self.factor >= 1.0 or not np.isfinite(self.factor):
+            raise ValueError(f"training.classifier_shift.factor: {self.factor} must be a number >= 1")
+        unknown = sorted(set(self.bias) - set(clf.labels))
+        if unknown:
+            raise ValueError(f"training.classifier_shift.bias: {unknown} are not classifier labels {list(clf.labels)}")
+        t_val = float(clf.meta.get("temperature_validation", clf.temperature))
+        clf.temperature = t_val * float(self.factor)
+        clf.bias = tuple(float(self.bias.get(t, 0.0)) for t in clf.labels) if self.bias else None
+        clf.meta.update(temperature_validation=t_val, shift_factor=float(self.factor))
+        return clf
 
 
-def shift_factor(clf_cfg: ClassifierConfig, train: pd.DataFrame, validation: pd.DataFrame,
-                 cfg: ShiftCalibration, proxy: "_FrozenHead | None" = None) -> tuple[float, dict]:
-    """(rho, stats): the temperature factor for unseen sources from an inner
-    leave-one-source-group-out of the frozen proxy over `train` + `validation` (groups
-    with no row there are skipped; a group must leave training and validation rows)."""
-    proxy = proxy or _FrozenHead(clf_cfg, cfg.quantize, cfg.embedding_cache)
-    index = {t: i for i, t in enumerate(clf_cfg.labels)}
-    zs, ys, used = [], [], []
-    for name, members in cfg.groups.items():
-        tr, va, held = fold({"train": train, "validation": validation}, members)
-        if held.empty or tr["task"].nunique() < 2 or va.empty:
-            continue
-        if cfg.max_rows_per_group and len(held) > cfg.max_rows_per_group:
-            held = held.sample(cfg.max_rows_per_group, random_state=cfg.seed)
-        z, t_in = proxy.fit_logits(tr, va, held)
-        zs.append(z / t_in)
-        ys.append(held["task"].map(index).to_numpy())
-        used.append(name)
-    if not zs:
-        return 1.0, {"shift_groups": 0}
-    z, y = np.concatenate(zs), np.concatenate(ys)
-    rho = max(1.0, fit_temperature(z, y))
-    conf, correct = softmax(z, rho).max(1), softmax(z).argmax(1) == y
-    return rho, {"shift_factor": rho, "shift_groups": len(used), "shift_rows": len(y),
-                 "shift_proxy_accuracy": float(correct.mean()),
-                 "shift_proxy_ece_in_domain_t": expected_calibration_error(softmax(z), y, clf_cfg.calibration_bins),
-                 "shift_proxy_ece": expected_calibration_error(softmax(z, rho), y, clf_cfg.calibration_bins),
-                 "shift_proxy_min_confidence": choose_min_confidence(conf, correct)}
+def cross_fold_shift(pred: pd.DataFrame, labels: tuple[str, ...], bias_l2: float | None = None,
+                     bins: int = 15) -> dict:
+    """The shift fitted on out-of-source logits: per fold on the other folds' rows (its
+    probabilities), and on all folds (the served config); `bias_l2` None = the factor only."""
+    z = pred[[f"z_{t}" for t in labels]].to_numpy() / pred["temperature_validation"].to_numpy()[:, None]
+    y = pred["task"].map({t: i for i, t in enumerate(labels)}).to_numpy()
+
+    def fit(m: np.ndarray) -> tuple[float, np.ndarray]:
+        if not m.any():
+            return 1.0, np.zeros(len(labels))
+        t, b = fit_shift(z[m], y[m], bias_l2) if bias_l2 is not None else (fit_temperature(z[m], y[m]), 0 * z[0])
+        return max(1.0, t), b
+    probs, factors = np.zeros_like(z), {}
+    for f in pred["fold"].unique():
+        m = (pred["fold"] == f).to_numpy()
+        t, b = fit(~m)
+        probs[m], factors[f] = softmax(z[m] / t + b), t
+    t, b = fit(np.ones(len(y), bool))
+    return {"probs": probs, "factors": factors, "factor": t,
+            "bias": {lab: round(float(v), 4) for lab, v in zip(labels, b)} if bias_l2 is not None else {},
+            "ece": expected_calibration_error(probs, y, bins)}
 
 
 def choose_min_confidence(confidence: np.ndarray, correct: np.ndarray,
@@ -323,7 +319,6 @@ def summarize(pred: pd.DataFrame, labels: tuple[str, ...], min_conf: float, bins
         p_in = softmax(z / pred["temperature_validation"].to_numpy()[:, None])
         out["validation_temperature"] = {"ece": expected_calibration_error(p_in, y, bins),
                                          "unsure_rate": float((p_in.max(1) < min_conf).mean())}
-        out["cross_fold_shift"] = cross_fold_shift(pred, z, y, bins)
         out["per_source"]["ece_validation_temperature"] = [
             expected_calibration_error(p_in[pred["source"].to_numpy() == s_], y[pred["source"].to_numpy() == s_], bins)
             for s_ in out["per_source"]["source"]]
@@ -331,17 +326,12 @@ def summarize(pred: pd.DataFrame, labels: tuple[str, ...], min_conf: float, bins
     return out
 
 
-def cross_fold_shift(pred: pd.DataFrame, z: np.ndarray, y: np.ndarray, bins: int) -> dict:
-    """A diagnostic beside the proxy's factor: each fold's factor fitted on the other folds'
-    out-of-source logits of the same recipe (the fold models themselves), and the ECE it gives."""
-    zs = z / pred["temperature_validation"].to_numpy()[:, None]
-    probs, factors = np.zeros_like(zs), {}
-    for f in pred["fold"].unique():
-        m = (pred["fold"] == f).to_numpy()
-        factors[f] = max(1.0, fit_temperature(zs[~m], y[~m])) if (~m).any() else 1.0
-        probs[m] = softmax(zs[m], factors[f])
-    return {"ece": expected_calibration_error(probs, y, bins), "factors": factors,
-            "all_folds": max(1.0, fit_temperature(zs, y))}
+def variant_report(pred: pd.DataFrame, labels: tuple[str, ...], bias_l2: float | None, bins: int = 15) -> dict:
+    """accuracy / macro-F1 / ECE of the same folds under another shift variant (a diagnostic)."""
+    probs = cross_fold_shift(pred, labels, bias_l2, bins)["probs"]
+    rep = classification_report(probs, pred["task"].map({t: i for i, t in enumerate(labels)}).to_numpy(), labels,
+                                bins)
+    return {k: rep[k] for k in ("accuracy", "macro_f1", "ece")}
 
 
 def unsure_threshold(pred: pd.DataFrame, probs: np.ndarray, y: np.ndarray) -> dict:
@@ -408,8 +398,8 @@ def metrics(report: dict, prefix: str = "classifier/loso_int8") -> dict[str, flo
         out[f"{prefix}/router_task/{k}"] = float(v)
     for k, v in (report.get("validation_temperature") or {}).items():
         out[f"{prefix}/validation_temperature/{k}"] = float(v)
-    if report.get("cross_fold_shift"):
-        out[f"{prefix}/cross_fold_shift/ece"] = float(report["cross_fold_shift"]["ece"])
+    if report.get("shift"):
+        out[f"{prefix}/shift/factor"] = float(report["shift"]["factor"])
     mc = report.get("min_confidence") or {}
     out.update({f"{prefix}/min_confidence/{k}": float(v) for k, v in mc.items() if k != "by_fold"})
     for row in report["per_source"].itertuples():
@@ -433,11 +423,15 @@ def format_report(report: dict, title: str = "classifier, leave-one-source-group
         vt = report["validation_temperature"]
         lines.append(f"same folds, in-domain (validation) temperature only: ECE {vt['ece']:.3f}, "
                      f"unsure {vt['unsure_rate']:.3f}")
-    if report.get("cross_fold_shift"):
-        cf = report["cross_fold_shift"]
-        lines.append(f"diagnostic: factor fitted on the other folds' out-of-source logits instead of the proxy's: "
-                     f"ECE {cf['ece']:.3f} (factors {', '.join(f'{k} {v:.2f}' for k, v in cf['factors'].items())}; "
-                     f"all folds {cf['all_folds']:.2f})")
+    if report.get("shift"):
+        sh = report["shift"]
+        lines.append(f"shift calibration (each fold: fitted on the other folds' out-of-source logits): factors "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in sh["factors"].items()))
+        lines.append(f"served config, fitted on all folds: training.classifier_shift.factor={sh['factor']:.4f} "
+                     f"training.classifier_shift.bias={json.dumps(sh['bias'], separators=(',', ':'))}")
+        ov = sh["other_variant"]
+        lines.append(f"the other variant ({'factor only' if ov['bias_l2'] is None else 'factor + per-label bias'}): "
+                     f"accuracy {ov['accuracy']:.3f}, macro-F1 {ov['macro_f1']:.3f}, ECE {ov['ece']:.3f}")
     if report.get("min_confidence"):
         mc = report["min_confidence"]
         lines.append(f"unsure threshold chosen on the train/validation rows: {mc['chosen']:.2f}; cross-fitted "
@@ -453,6 +447,6 @@ def format_report(report: dict, title: str = "classifier, leave-one-source-group
     return "\n".join(lines)
 
 
-__all__ = ["LosoConfig", "check_groups", "fold", "keyword_tasks", "run", "ShiftCalibration", "shift_factor",
+__all__ = ["LosoConfig", "check_groups", "fold", "keyword_tasks", "run", "ShiftCalibration", "cross_fold_shift",
            "choose_min_confidence", "summarize", "served_report", "metrics",
            "format_report"]

@@ -18,7 +18,7 @@ from autoroute.classifier import ClassifierConfig, TaskClassifier, classificatio
 from autoroute.config import register_resolvers
 from autoroute.types import TASKS
 
-from training.classifier_loso import ShiftCalibration, shift_factor
+from training.classifier_loso import ShiftCalibration
 from training.data import TrainingData
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ def run(cfg: ClassifierConfig, data: TrainingData, out_dir: str | Path, int8: bo
     """Train, calibrate, evaluate on `test` (sources never seen in training); with
     `int8`, also the dynamic-int8 serving variant (``report["int8"]``); the served
     variant on the validation split is ``report["validation"]`` (for selection).
-    With `shift` (enabled), the temperature fitted on the validation split is multiplied
-    by the factor an inner leave-one-source-group-out finds for unseen sources
-    (`training.classifier_loso.shift_factor`; train + validation rows only).
+    With `shift`, the temperature fitted on the validation split is multiplied by the
+    factor and the per-label bias added that the leave-one-source-group-out benchmark
+    measured on out-of-source predictions (`training.classifier_loso.ShiftCalibration`).
 
     `reuse`: the folder of a classifier an earlier run fine-tuned on exactly these
     prompts (checked), evaluated instead of trained again (to iterate on the later steps)."""
@@ -64,12 +64,10 @@ def run(cfg: ClassifierConfig, data: TrainingData, out_dir: str | Path, int8: bo
                                       va["task"].tolist(), cfg, Path(out_dir) / "classifier_trainer",
                                       train_sources=tr["source"].tolist() if "source" in tr else None)
         clf.meta["inputs_digest"] = digest
-    if shift is not None and shift.enabled:
-        t_val = float(clf.meta.get("temperature_validation", clf.temperature))
-        rho, shift_stats = shift_factor(cfg, tr, va, shift)
-        clf.temperature = t_val * rho
-        clf.meta.update(temperature_validation=t_val, shift_factor=rho)
-        stats.update(shift_stats, temperature=clf.temperature, temperature_validation=t_val)
+    if shift is not None:
+        shift.apply(clf)
+        stats.update(temperature=clf.temperature, temperature_validation=clf.meta["temperature_validation"],
+                     shift_factor=clf.meta["shift_factor"])
     te = te[te["task"].isin(clf.labels)]
     index = {t: i for i, t in enumerate(clf.labels)}
     probs = clf.predict_proba(te["prompt"].tolist(), progress=cfg.progress)
