@@ -168,3 +168,37 @@ def test_calibration_fixes_an_overconfident_model():
     before = ll()
     a, b = m.calibrate(x[150:], held)
     assert ll() < before and 0.05 <= a <= 5.0
+
+
+def _two_sources_world(seed=0, n=600):
+    """Models measured on disjoint sources: A, B on a hard source, C, D on an easy one; A is as good as C and
+    B as D (their priors say so, as Arena ratings do across sources), the sources differ by 3 logits."""
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(2 * n, 16)).astype(np.float32)     # the same prompt distribution in both sources
+    level = {"A": 0.5, "B": -0.5, "C": 0.5, "D": -0.5}
+    rows = []
+    for p in range(2 * n):
+        src, models, shift = ("hard", "AB", -1.5) if p < n else ("easy", "CD", 1.5)
+        for m in models:
+            y = float(rng.random() < 1 / (1 + np.exp(-(level[m] + shift))))
+            rows.append({"prompt_idx": p, "model": m, "score": y, "source": src})
+    priors = {m: 1 / (1 + np.exp(-v)) for m, v in {**level, "E": 0.5}.items()}   # E: a model without rows
+    return emb, pd.DataFrame(rows), priors
+
+
+def test_source_offsets_keep_a_hard_source_out_of_its_models_levels():
+    emb, outcomes, priors = _two_sources_world()
+    cfg = dict(dim=8, hidden=0, epochs=30, batch_size=512, w_outcome_pairs=0.0, seed=0)
+    pred = {}
+    for on in (True, False):
+        m = PreferenceModel(PreferenceConfig(**cfg, source_offsets=on)).fit(emb, None, outcomes, list("ABCDE"),
+                                                                            priors=priors)
+        pred[on] = m.predict(emb[:200], list("ABCDE")).mean(0)
+        if on:
+            off = m.source_offsets
+            assert off["easy"] - off["hard"] > 1.5                          # the offsets took the sources' gap
+    a, b, c, d, e = pred[True]
+    assert abs(a - c) < 0.1 and abs(b - d) < 0.1 and a > b and c > d     # equal models predicted equal
+    assert abs(e - a) < 0.1 and abs(e - c) < 0.1                         # ... and a model without rows at its prior
+    a0, _, c0, _, _ = pred[False]
+    assert c0 - a0 > 0.3                                                 # without them the easy source's models win

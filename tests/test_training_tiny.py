@@ -128,3 +128,18 @@ def test_benchmark_quality_prints_and_logs_the_acceptance_table(tiny_run, tmp_pa
     run_id = mlflow.search_runs(experiment_names=["autoroute"], filter_string="tags.mlflow.runName = 'tiny'",
                                 order_by=["attributes.start_time DESC"]).iloc[0]["run_id"]
     assert {"acceptance.txt", "acceptance.json"} <= {a.path for a in client.list_artifacts(run_id)}
+
+
+def test_acceptance_says_when_a_product_source_is_never_matched():
+    """A held-out product source whose curve never reaches the best model's quality has no cost ratio: the
+    table must say so (with how close it gets), not drop the row."""
+    from training.benchmark_quality import acceptance
+    text, rows = acceptance({"product/swebench_verified/best_model_quality": 0.674,
+                             "product/swebench_verified/router/quality_at_best_cost": 0.620,
+                             "product/zeroeval_crux/router/cost_ratio_to_match_best": 0.5,
+                             "product/zeroeval_crux/best_model_quality": 0.9})
+    swe = next(line for line in text.splitlines() if "swebench_verified" in line)
+    assert "NOT MET" in swe and "never reaches" in swe and "0.620" in swe and "0.674" in swe
+    crux = next(line for line in text.splitlines() if "zeroeval_crux" in line)
+    assert "OK" in crux and "never" not in crux
+    assert rows["product models, swebench_verified held out: cost to match the best offered"]["met"] is False

@@ -115,10 +115,13 @@ def acceptance(metrics: dict) -> tuple[str, dict]:
     """The acceptance table as text, and its rows as a dict (for MLflow)."""
     rows, lines = {}, ["== acceptance (the served policy, int8 as served)"]
     checks = list(TARGETS)
-    for key in sorted(k for k in metrics if k.startswith("product/") and k.endswith("/router/cost_ratio_to_match_best")):
-        src = key.split("/")[1]
+    never = []   # product sources where no knob value reaches the best offered model's quality
+    for src in sorted({k.split("/")[1] for k in metrics if k.startswith("product/")}, reverse=True):
+        key = f"product/{src}/router/cost_ratio_to_match_best"
         checks.insert(0, (f"product models, {src} held out: cost to match the best offered", key, PRODUCT_TARGET,
                           "<=", None))
+        if metrics.get(key) is None or metrics[key] != metrics[key]:
+            never.append(src)
     if not any(c[1].startswith("product/") for c in checks):
         lines.append("  product models (SWE-bench repositories, ZeroEval MATH/CRUX held out): NOT MEASURED in this "
                      "run (evaluation.product_sources is empty or the data holds no product-model outcomes)")
@@ -130,6 +133,12 @@ def acceptance(metrics: dict) -> tuple[str, dict]:
         lines.append(f"  {label}: {_fmt(val)} (target {op} {target}{'' if ref is None else f'; before {ref}'}) "
                      f"{'OK' if ok else 'NOT MET'}" + (f"   [{beside}]" if beside else ""))
         rows[label] = {"metric": key, "value": val, "target": target, "op": op, "met": bool(ok), "before": ref}
+        src = key.split("/")[1] if key.startswith("product/") else None
+        if src in never:   # the curve never reaches the best model's quality: say so, with how close it gets
+            best = metrics.get(f"product/{src}/best_model_quality")
+            lines[-1] += (f"   [never reaches the best offered model's quality at any knob: "
+                          f"{_fmt(metrics.get(f'product/{src}/router/quality_at_best_cost'))} at its cost vs "
+                          f"{_fmt(best)}]")
     if "mix/mean_expected_quality" in metrics:
         share = ", ".join(f"{k.rsplit('/', 1)[1]} {v:.1%}" for k, v in sorted(
             ((k, v) for k, v in metrics.items() if k.startswith("mix/share/")), key=lambda kv: -kv[1]))

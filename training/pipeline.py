@@ -58,7 +58,7 @@ def check_config(cfg: DictConfig, catalog: Catalog, ev: routing.EvalConfig, data
 
 
 def model_priors(catalog: Catalog, models) -> dict[str, float]:
-    """Measured prior quality (mean over tasks) for data models whose card has priors."""
+    """Measured prior quality (mean over tasks) of the models (data ids or catalog ids) whose card has priors."""
     out = {}
     for m in models:
         cid = catalog.try_resolve(m)
@@ -162,7 +162,7 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         metrics["time/embed_s"] = time.time() - t0
         models_in_data = sorted(set(data.outcomes["model"]) | set(data.comparisons["model_a"])
                                 | set(data.comparisons["model_b"]))
-        priors = model_priors(catalog, models_in_data)
+        priors = model_priors(catalog, models_in_data + list(catalog.offered))
         feats, feat_src = (model_features(catalog, models_in_data + list(catalog.offered), *arena_ratings(cfg))
                            if cfg.training.model_features else (None, None))
         from autoroute.user_preference import fit_tier4

@@ -181,7 +181,7 @@ def fit_preference(cfg: PreferenceConfig, table: PromptTable, pool: Pool, priors
     """Fit on the pool. With `model_features` (autoroute.model_features), every model
     with a feature row is learned too, those without rows in the pool through their
     features alone (cold start)."""
-    o = pool.outcomes.assign(prompt_idx=table.idx(pool.outcomes["prompt_id"]))[["prompt_idx", "model", "score"]]
+    o = pool.outcomes.assign(prompt_idx=table.idx(pool.outcomes["prompt_id"]))[["prompt_idx", "model", "score", "source"]]
     c = pool.comparisons.assign(prompt_idx=table.idx(pool.comparisons["prompt_id"]))
     cols = ["prompt_idx", "model_a", "model_b", "winner"] + (["preference"] if "preference" in c else [])
     c = c[cols]

@@ -38,6 +38,18 @@ features the bias is pulled toward ``logit(prior_quality)`` and the vector towar
 an unseen model predicts exactly its prior.  :meth:`PreferenceModel.evidence` says per
 model whether its predictions are learned from its own rows or rest on its features.
 
+Source offsets (training only): an outcome row of source ``k`` is scored
+``s(x, m) + delta_k``, ``delta_k`` a free difficulty offset per source (SWE-bench issues
+are harder than GSM8K questions for every model).  The product's models are each
+measured on one source only (Claude Opus 4.5 on SWE-bench, GPT-4o on ZeroEval) and no
+model is measured on both, so without the offsets a source's difficulty lands in the
+levels of the models measured there, and a model measured on a hard source looks worse
+everywhere than one measured on an easy source.  With them, a source's common level goes
+to ``delta_k``, the model biases keep the spread around their priors (the Arena-measured
+levels that do compare models across sources), and predictions use no offset.
+Comparisons and outcome pairs compare two models on the same prompt, so an offset
+cancels there.
+
 Calibration: :meth:`PreferenceModel.calibrate` fits one logit map ``a * s + b`` on
 held-out (validation) outcomes, so every model's predicted quality is on one calibrated
 scale: the probability of a good answer.
@@ -89,6 +101,8 @@ class PreferenceConfig:
     default_prior: float = 0.5  # prior quality of a model without an explicit prior
     standardize: bool = True  # z-score the input features with training statistics
     learned_min_rows: int = 50  # a model with fewer rows of its own is "cold": its features carry it
+    source_offsets: bool = True  # a training-only difficulty offset per outcome source (see the module docstring)
+    source_offset_strength: float = 1.0  # pseudo-observations pulling each source offset to 0 (pins the mean)
     seed: int = 0
 
 
@@ -151,6 +165,7 @@ class PreferenceModel:
         self.config = config or PreferenceConfig()
         self._st = _State()
         self._net: _Net | None = None
+        self.source_offsets: dict[str, float] = {}   # the last fit's per-source offsets (training only, not saved)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -222,12 +237,16 @@ class PreferenceModel:
 
         # ---- outcomes
         o_p = np.zeros(0, np.int64); o_m = np.zeros(0, np.int64); o_y = np.zeros(0, np.float32); o_w = np.zeros(0, np.float32)
+        o_g, groups = None, []   # source of each outcome row (training-only offsets), or None
         if outcomes is not None and len(outcomes):
             o = outcomes[outcomes["model"].isin(col)]
             o_p = o["prompt_idx"].to_numpy(np.int64)
             o_m = o["model"].map(col).to_numpy(np.int64)
             o_y = np.clip(o["score"].to_numpy(np.float32), 0, 1)
             o_w = o["weight"].to_numpy(np.float32) if "weight" in o else np.ones(len(o), np.float32)
+            if cfg.source_offsets and "source" in o:
+                o_g, groups = pd.factorize(o["source"].astype(str))
+                o_g = o_g.astype(np.int64)
         # ---- explicit comparisons
         c_p = np.zeros(0, np.int64); c_a = np.zeros(0, np.int64); c_b = np.zeros(0, np.int64)
         c_y = np.zeros(0, np.float32); c_w = np.zeros(0, np.float32)
@@ -250,6 +269,9 @@ class PreferenceModel:
                     o_m = np.concatenate([o_m, c_a[bb], c_b[bb]])
                     o_y = np.concatenate([o_y, np.zeros(2 * k, np.float32)])
                     o_w = np.concatenate([o_w, np.full(2 * k, cfg.bothbad_outcome_weight, np.float32)])
+                    if o_g is not None:   # "both answers were bad" rows: a source of their own
+                        o_g = np.concatenate([o_g, np.full(2 * k, len(groups), np.int64)])
+                        groups = list(groups) + ["comparisons:bothbad"]
         # ---- outcome-derived pairs (models scored differently on the same prompt)
         q_p, q_a, q_b, q_y = self._outcome_pairs(o_p, o_m, o_y) if cfg.w_outcome_pairs > 0 else (np.zeros(0, np.int64),) * 3 + (np.zeros(0, np.float32),)
 
@@ -269,6 +291,10 @@ class PreferenceModel:
         decayed = lambda n, p: n.startswith(("proj", "feat_")) and p.ndim > 1  # noqa: E731
         decay = [p for n, p in net.named_parameters() if decayed(n, p)]
         no_decay = [p for n, p in net.named_parameters() if not decayed(n, p)]
+        # training-only difficulty offset per outcome source (not part of the saved network)
+        offsets = torch.zeros(len(groups) if o_g is not None else 0, requires_grad=True)
+        if len(offsets):
+            no_decay.append(offsets)
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
         steps = max(1, math.ceil(n_obs / cfg.batch_size))
@@ -280,7 +306,7 @@ class PreferenceModel:
         loc = lambda a: np.searchsorted(used, a)  # noqa: E731  global prompt idx -> row of x_used
         t = lambda a: torch.from_numpy(np.array(a))  # noqa: E731  (copy: inputs may be read-only)
         sets = {  # name -> (local prompt, tensors...)
-            "o": (loc(o_p), t(o_m), t(o_y), t(o_w)),
+            "o": (loc(o_p), t(o_m), t(o_y), t(o_w), t(o_g if o_g is not None else np.zeros(len(o_p), np.int64))),
             "c": (loc(c_p), t(c_a), t(c_b), t(c_y), t(c_w)),
             "q": (loc(q_p), t(q_a), t(q_b), t(q_y)),
         }
@@ -310,11 +336,13 @@ class PreferenceModel:
                     rows[k] = (torch.from_numpy(idx), torch.from_numpy(pos[sets[k][0][idx]] - s_ * per_step))
                 loss = torch.zeros(())
                 (io, ro), (ic, rc), (iq, rq) = rows["o"], rows["c"], rows["q"]
-                _, om, oy, ow = sets["o"]
+                _, om, oy, ow, og = sets["o"]
                 _, ca, cb, cy, cw = sets["c"]
                 _, qa, qb, qy = sets["q"]
                 if len(io) and cfg.w_outcome > 0:
                     z = scores[ro, om[io]]
+                    if len(offsets):
+                        z = z + offsets[og[io]]
                     loss = loss + cfg.w_outcome * (bce(z, oy[io], reduction="none") * ow[io]).sum() / n_obs
                 if len(ic) and cfg.w_pair > 0:
                     z = net.log_alpha.exp() * (scores[rc, ca[ic]] - scores[rc, cb[ic]])
@@ -326,12 +354,51 @@ class PreferenceModel:
                 # the bias toward its prior (+ feature prediction), the vector toward W f_m (or 0)
                 prior = ((net.model_bias - prior_logits) ** 2).sum() + (net.model_vec ** 2).sum()
                 loss = loss + cfg.prior_strength * prior / (n_obs * steps)
+                if len(offsets):
+                    loss = loss + cfg.source_offset_strength * (offsets ** 2).sum() / (n_obs * steps)
                 opt.zero_grad()
                 (loss * steps).backward()
                 opt.step()
                 sched.step()
         net.eval()
+        if len(offsets):
+            with torch.no_grad():
+                vec, bias = net.model_params()
+                mean_proj = net.proj(x_used).mean(0)[:-1]     # a model's vector on the mean prompt acts as a bias
+                level = (bias + vec @ mean_proj).numpy()
+                self._centre_on_priors(net, offsets, level - prior_logits.numpy(), o_m, o_g, c_a, c_b,
+                                       np.array([m in (priors or {}) for m in mids]))
+        self.source_offsets = {str(g): float(v) for g, v in zip(groups, offsets.detach().numpy())}
         return self
+
+    @staticmethod
+    def _centre_on_priors(net: "_Net", offsets: torch.Tensor, dev: np.ndarray, o_m: np.ndarray,
+                          o_g: np.ndarray, c_a: np.ndarray, c_b: np.ndarray, informative: np.ndarray) -> None:
+        """Move each connected block of (models, sources) along the direction the data cannot see.
+
+        Models and sources joined by outcome rows (and models joined by comparisons) form blocks;
+        within a block, adding ``t`` to every source offset and ``-t`` to every model bias changes no
+        training prediction (a model without rows is a block of its own). The prior decides ``t``: the block's models with a given prior sit, on
+        average, at their priors (``dev``: each model's level on the mean training prompt minus its prior
+        logit). Gradient steps along this flat direction are too small to find it."""
+        n_m, n_g = len(net.model_bias), len(offsets)
+        parent = list(range(n_m + n_g))
+
+        def find(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+        for a, b in set(zip(o_m.tolist(), (o_g + n_m).tolist())) | set(zip(c_a.tolist(), c_b.tolist())):
+            parent[find(a)] = find(b)
+        root = np.array([find(i) for i in range(n_m + n_g)])
+        for r in np.unique(root[:n_m][informative]):
+            # a block with outcome sources moves their offsets the other way; one joined by comparisons
+            # only (Bradley-Terry sees differences) or a model without rows moves alone
+            models = np.flatnonzero((root[:n_m] == r) & informative)
+            t = float(dev[models].mean())
+            net.model_bias[torch.from_numpy(np.flatnonzero(root[:n_m] == r))] -= t
+            offsets[torch.from_numpy(np.flatnonzero(root[n_m:] == r))] += t
 
     @staticmethod
     def _models_with_rows(outcomes: pd.DataFrame | None, comparisons: pd.DataFrame | None) -> set[str]:
