@@ -50,7 +50,7 @@ clean: ## remove caches and local run outputs (keeps .venv and data)
 SERVE_PORT ?= 3000
 BENTO_HOME ?= $(shell $(PY) -c "from autoroute.config import load_config; print(load_config([]).paths.bentoml_home)" 2>/dev/null || echo $$HOME/.autoroute/bentoml)
 
-.PHONY: serve bento schemathesis bench-serving soak
+.PHONY: serve bento schemathesis bench-serving bench-compare soak
 
 serve: $(STAMP) ## run the HTTP service (champion from the BentoML store) on 127.0.0.1:$(SERVE_PORT)
 	BENTOML_HOME=$(BENTO_HOME) $(VENV)/bin/bentoml serve serving.service:AutoRoute --host 127.0.0.1 --port $(SERVE_PORT)
@@ -65,6 +65,9 @@ schemathesis: $(STAMP) ## fuzz a live `bentoml serve` against its own OpenAPI sc
 bench-serving: $(STAMP) ## decisions/s and latency: in process, and over HTTP with wrk (sustained, 3x overload, vs a bare BentoML endpoint)
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk"; exit 1; }
 	BENTOML_HOME=$(BENTO_HOME) $(PY) -m serving.benchmark
+
+bench-compare: $(STAMP) ## in-process decision latency of code versions in one run (REFS="fd1ec37 2fdcf27 ." BUNDLE=<folder>, default the champion)
+	BENTOML_HOME=$(BENTO_HOME) $(PY) -m serving.bench_compare $(if $(BUNDLE),--bundle $(BUNDLE)) $(if $(REFS),--refs $(REFS))
 
 soak: $(STAMP) ## 10 minutes at the sustainable rate (SOAK_RATE, default 100/s): no errors, RSS growth < 10%, every answer logged
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk"; exit 1; }

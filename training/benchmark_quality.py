@@ -65,7 +65,8 @@ def classifier_loso(cfg: DictConfig, run_id: str) -> tuple[str, dict[str, float]
     data = instantiate(cfg.training.data, seed=cfg.seed)
     clf_cfg = instantiate(cfg.classifier)
     with tempfile.TemporaryDirectory() as tmp:
-        report = L.run(clf_cfg, data, instantiate(cfg.training.classifier_loso), tmp)
+        report = L.run(clf_cfg, data, instantiate(cfg.training.classifier_loso), tmp,
+                       bias_l2=cfg.training.classifier_shift.bias_l2)
         report["served"] = L.served_report(report["predictions"], tuple(clf_cfg.labels),
                                            lambda scorer: build_router(cfg, scorer=scorer))
         text = L.format_report(report)
@@ -83,6 +84,8 @@ def classifier_loso(cfg: DictConfig, run_id: str) -> tuple[str, dict[str, float]
             mlflow.log_text(text, "classifier_loso.txt")
             mlflow.log_dict({k: v for k, v in report.items() if k not in ("per_source", "predictions")},
                             "classifier_loso_report.json")
+            mlflow.log_dict({"factor": report["shift"]["factor"], "bias": report["shift"]["bias"],
+                             "bias_l2": cfg.training.classifier_shift.bias_l2}, "classifier_shift.yaml")
     return text + f"\nlowest class F1: {worst} {per_class[worst]:.3f}", metrics
 
 

@@ -16,7 +16,9 @@ prompts, temperature-scaled on the `validation` rows left, quantized to int8
 as served, and run on every prompt of the group (all splits). The pooled
 predictions give accuracy, macro-F1, per-class F1, the confusion matrix, ECE
 and the unsure rate (confidence under the router's `classifier_min_confidence`);
-per source the same. Beside it, two baselines on the same folds: the majority
+per source the same. Each fold's confidence is the served one: its validation
+temperature times the shift factor (`ShiftCalibration`) fitted on the other folds'
+out-of-source logits; the factor fitted on all folds is printed as the served config. Beside it, two baselines on the same folds: the majority
 class of the fold's training rows and the Tier 2 keyword hints.
 """
 from __future__ import annotations
@@ -28,11 +30,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from autoroute.classifier import ClassifierConfig, TaskClassifier, classification_report, train_classifier
+from autoroute.classifier import (ClassifierConfig, TaskClassifier, classification_report,
+                                  expected_calibration_error, fit_shift, fit_temperature, softmax,
+                                  train_classifier)
 from autoroute.scoring import LearnedScorer, Scores
 from autoroute.signals import extract
 from autoroute.types import Request
@@ -114,17 +119,21 @@ def _hard(pred: list[str], labels: tuple[str, ...]) -> np.ndarray:
     return p
 
 
-def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir: str | Path) -> dict:
-    """Train one classifier per held-out group; returns the pooled and per-source report."""
+def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir: str | Path,
+        bias_l2: float | None = None) -> dict:
+    """Train one classifier per held-out group; returns the pooled and per-source report.
+    Each fold's probabilities carry the shift calibration fitted on the other folds'
+    out-of-source logits (`cross_fold_shift`); the report's ``shift`` is the fit on all
+    folds: the served `training.classifier_shift`."""
     prompts = {k: v[v["task"].isin(clf_cfg.labels)] for k, v in data.prompts.items()}
     sources = set().union(*(set(df["source"]) for df in prompts.values()))
     check_groups(cfg, sources)
     fold_cfg = dataclasses.replace(clf_cfg, **dict(cfg.fine_tune))
     labels = tuple(fold_cfg.labels)
-    index = {t: i for i, t in enumerate(labels)}
     if cfg.encoder not in ("fine_tune", "frozen"):
         raise ValueError(f"classifier_loso.encoder: {cfg.encoder!r} is not fine_tune or frozen")
-    frozen = _FrozenHead(fold_cfg, cfg) if cfg.encoder == "frozen" else None
+    frozen = _FrozenHead(fold_cfg, cfg.quantize, cfg.embedding_cache) if cfg.encoder == "frozen" else None
+    test_ids = set(prompts["test"]["prompt_id"]) if "test" in prompts else set()
     frames, folds = [], {}
     for name, members in cfg.groups.items():
         if cfg.only and name not in cfg.only:
@@ -144,20 +153,21 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
             continue
         t0 = time.time()
         if frozen is not None:
-            probs, stats = frozen.fit_predict(tr, va, held)
+            z, t_val = frozen.fit_logits(tr, va, held)
+            n_train = len(tr)
         else:
             clf, stats = train_classifier(tr["prompt"].tolist(), tr["task"].tolist(), va["prompt"].tolist(),
                                           va["task"].tolist(), fold_cfg, Path(out_dir) / f"loso_{name}",
                                           train_sources=tr["source"].tolist())
             served: TaskClassifier = clf.quantized() if cfg.quantize else clf
-            probs = served.predict_proba(held["prompt"].tolist())
+            z, t_val, n_train = served.logits(held["prompt"].tolist()), clf.temperature, stats["train_examples"]
         majority = tr["task"].value_counts().idxmax()
         frames.append(held[["prompt_id", "prompt", "task", "source"]].assign(
-            fold=name, pred=[labels[i] for i in probs.argmax(1)], confidence=probs.max(1),
+            fold=name, split=np.where(held["prompt_id"].isin(test_ids), "test", "train_validation"),
             majority=majority, keyword=keyword_tasks(held["prompt"].tolist(), majority),
-            **{f"p_{t}": probs[:, i] for i, t in enumerate(labels)}))
+            temperature_validation=t_val, **{f"z_{t}": z[:, i] for i, t in enumerate(labels)}))
         folds[name] = {"sources": members, "train_rows": len(tr), "validation_rows": len(va), "held_out": len(held),
-                       "train_examples": stats["train_examples"], "temperature": stats["temperature"],
+                       "train_examples": n_train, "temperature_validation": t_val,
                        "seconds": round(time.time() - t0, 1)}
         log.info("loso fold %s: %s", name, folds[name])
         if saved is not None:
@@ -167,8 +177,16 @@ def run(clf_cfg: ClassifierConfig, data: TrainingData, cfg: LosoConfig, out_dir:
     if not frames:
         raise ValueError("classifier_loso: no group held out any prompt")
     pred = pd.concat(frames, ignore_index=True)
-    return summarize(pred, labels, cfg.min_confidence, fold_cfg.calibration_bins) | {"folds": folds,
-                                                                                       "predictions": pred}
+    shift = cross_fold_shift(pred, labels, bias_l2, fold_cfg.calibration_bins)
+    probs = shift.pop("probs")
+    pred = pred.assign(shift_factor=pred["fold"].map(shift["factors"]), pred=[labels[i] for i in probs.argmax(1)],
+                       confidence=probs.max(1), **{f"p_{t}": probs[:, i] for i, t in enumerate(labels)})
+    for name in folds:
+        folds[name]["shift_factor"] = shift["factors"][name]
+    other = 0.01 if bias_l2 is None else None
+    shift["other_variant"] = {"bias_l2": other} | variant_report(pred, labels, other, fold_cfg.calibration_bins)
+    return summarize(pred, labels, cfg.min_confidence, fold_cfg.calibration_bins) | {
+        "folds": folds, "predictions": pred, "shift": shift}
 
 
 def _fold_path(cfg: LosoConfig, fold_cfg: ClassifierConfig, name: str, members: list[str],
@@ -178,7 +196,8 @@ def _fold_path(cfg: LosoConfig, fold_cfg: ClassifierConfig, name: str, members: 
         return None
     key = json.dumps({"fold": dataclasses.asdict(fold_cfg) | {"progress": None}, "members": sorted(members),
                       "encoder": cfg.encoder, "quantize": cfg.quantize, "eval": cfg.max_eval_per_source_task,
-                      "seed": cfg.seed, "data": {k: v for k, v in sorted(data.versions.items())
+                      "seed": cfg.seed, "logits": 1,
+                      "data": {k: v for k, v in sorted(data.versions.items())
                                                  if k.startswith("prompts/")}}, sort_keys=True, default=str)
     return Path(cfg.save_dir) / f"{cfg.encoder}_{name}_{hashlib.sha1(key.encode()).hexdigest()[:10]}.parquet"
 
@@ -187,19 +206,18 @@ class _FrozenHead:
     """The frozen-encoder proxy: base-encoder embeddings (cached) + a balanced logistic
     regression on the fold's training rows, temperature-scaled on its validation rows."""
 
-    def __init__(self, clf_cfg: ClassifierConfig, cfg: LosoConfig):
+    def __init__(self, clf_cfg: ClassifierConfig, quantize: bool, embedding_cache: str | None):
         from autoroute.embeddings import EmbeddingCache, Encoder, EncoderConfig
 
         self.labels = tuple(clf_cfg.labels)
         self.encoder = Encoder(EncoderConfig(name_or_path=clf_cfg.encoder, max_length=clf_cfg.max_length,
-                                             quantize=cfg.quantize))
-        self.cache = EmbeddingCache(cfg.embedding_cache)
+                                             quantize=quantize))
+        self.cache = EmbeddingCache(embedding_cache)
         self.seed = clf_cfg.seed
 
-    def fit_predict(self, tr: pd.DataFrame, va: pd.DataFrame, held: pd.DataFrame) -> tuple[np.ndarray, dict]:
+    def fit_logits(self, tr: pd.DataFrame, va: pd.DataFrame, held: pd.DataFrame) -> tuple[np.ndarray, float]:
+        """(the held-out rows' logits, the temperature fitted on the validation rows)."""
         from sklearn.linear_model import LogisticRegression
-
-        from autoroute.classifier import fit_temperature, softmax
 
         index = {t: i for i, t in enumerate(self.labels)}
         x_tr, x_va, x_ho = (self.cache.encode(self.encoder, df["prompt"].tolist(), progress=False)
@@ -212,8 +230,73 @@ class _FrozenHead:
             out = np.full((len(x), len(self.labels)), -30.0)
             out[:, head.classes_] = head.decision_function(x)
             return out
-        temperature = fit_temperature(logits(x_va), y_va)
-        return softmax(logits(x_ho), temperature), {"train_examples": len(tr), "temperature": temperature}
+        return logits(x_ho), fit_temperature(logits(x_va), y_va)
+
+
+# ----------------------------------------------------------------------------- shift calibration
+@dataclass
+class ShiftCalibration:
+    """The classifier's confidence on sources it never saw (config `training.classifier_shift`).
+
+    The temperature fitted on the validation split is in-domain: on a new source the
+    classifier is right less often than its confidence says, and its class priors differ.
+    The leave-one-source-group-out benchmark measures both on the recipe's own
+    out-of-source predictions: a factor on the validation temperature and a per-label
+    bias (`autoroute.classifier.fit_shift` on every fold model's held-out logits divided
+    by that model's validation temperature); it prints them as this config. The served
+    classifier's temperature is its validation temperature times `factor`, plus `bias`.
+    In the benchmark itself each fold is scored with the shift fitted on the other
+    folds' predictions only (its own source never calibrates it)."""
+    factor: float = 1.0
+    bias: dict[str, float] = field(default_factory=dict)   # task -> logit bias; missing tasks 0
+    # the benchmark fits a per-label bias with this ridge, null = the factor only (a bias moves
+    # the argmax, not only the confidence: measured, it cost macro-F1 on held-out sources)
+    bias_l2: float | None = None
+
+    def apply(self, clf: TaskClassifier) -> TaskClassifier:
+        if not self.factor >= 1.0 or not np.isfinite(self.factor):
+            raise ValueError(f"training.classifier_shift.factor: {self.factor} must be a number >= 1")
+        unknown = sorted(set(self.bias) - set(clf.labels))
+        if unknown:
+            raise ValueError(f"training.classifier_shift.bias: {unknown} are not classifier labels {list(clf.labels)}")
+        t_val = float(clf.meta.get("temperature_validation", clf.temperature))
+        clf.temperature = t_val * float(self.factor)
+        clf.bias = tuple(float(self.bias.get(t, 0.0)) for t in clf.labels) if self.bias else None
+        clf.meta.update(temperature_validation=t_val, shift_factor=float(self.factor))
+        return clf
+
+
+def cross_fold_shift(pred: pd.DataFrame, labels: tuple[str, ...], bias_l2: float | None = None,
+                     bins: int = 15) -> dict:
+    """The shift fitted on out-of-source logits: per fold on the other folds' rows (its
+    probabilities), and on all folds (the served config); `bias_l2` None = the factor only."""
+    z = pred[[f"z_{t}" for t in labels]].to_numpy() / pred["temperature_validation"].to_numpy()[:, None]
+    y = pred["task"].map({t: i for i, t in enumerate(labels)}).to_numpy()
+
+    def fit(m: np.ndarray) -> tuple[float, np.ndarray]:
+        if not m.any():
+            return 1.0, np.zeros(len(labels))
+        t, b = fit_shift(z[m], y[m], bias_l2) if bias_l2 is not None else (fit_temperature(z[m], y[m]), 0 * z[0])
+        return max(1.0, t), b
+    probs, factors = np.zeros_like(z), {}
+    for f in pred["fold"].unique():
+        m = (pred["fold"] == f).to_numpy()
+        t, b = fit(~m)
+        probs[m], factors[f] = softmax(z[m] / t + b), t
+    t, b = fit(np.ones(len(y), bool))
+    return {"probs": probs, "factors": factors, "factor": t,
+            "bias": {lab: round(float(v), 4) for lab, v in zip(labels, b)} if bias_l2 is not None else {},
+            "ece": expected_calibration_error(probs, y, bins)}
+
+
+def choose_min_confidence(confidence: np.ndarray, correct: np.ndarray,
+                          grid: Sequence[float] = tuple(np.round(np.arange(0.2, 0.91, 0.05), 2))) -> float:
+    """The unsure threshold for the router: a task label shown is worth +1 when right and
+    -1 when wrong, an unsure one 0 (the preference model decides); the threshold in `grid`
+    maximizing the total on these predictions (calibrated: about 0.5)."""
+    confidence, correct = np.asarray(confidence), np.asarray(correct, dtype=float)
+    gains = [float(((2 * correct - 1) * (confidence >= t)).sum()) for t in grid]
+    return float(grid[int(np.argmax(gains))])
 
 
 def summarize(pred: pd.DataFrame, labels: tuple[str, ...], min_conf: float, bins: int = 15) -> dict:
@@ -231,7 +314,42 @@ def summarize(pred: pd.DataFrame, labels: tuple[str, ...], min_conf: float, bins
                      "macro_f1": r["macro_f1"], "unsure_rate": r["unsure_rate"], "ece": r["ece"],
                      "keyword_accuracy": float((pred.loc[m, "keyword"] == pred.loc[m, "task"]).mean())})
     out["per_source"] = pd.DataFrame(rows).sort_values("source").reset_index(drop=True)
+    if "temperature_validation" in pred:   # the same folds with the in-domain temperature only (no shift factor)
+        z = pred[[f"z_{t}" for t in labels]].to_numpy()
+        p_in = softmax(z / pred["temperature_validation"].to_numpy()[:, None])
+        out["validation_temperature"] = {"ece": expected_calibration_error(p_in, y, bins),
+                                         "unsure_rate": float((p_in.max(1) < min_conf).mean())}
+        out["per_source"]["ece_validation_temperature"] = [
+            expected_calibration_error(p_in[pred["source"].to_numpy() == s_], y[pred["source"].to_numpy() == s_], bins)
+            for s_ in out["per_source"]["source"]]
+    out["min_confidence"] = unsure_threshold(pred, probs, y)
     return out
+
+
+def variant_report(pred: pd.DataFrame, labels: tuple[str, ...], bias_l2: float | None, bins: int = 15) -> dict:
+    """accuracy / macro-F1 / ECE of the same folds under another shift variant (a diagnostic)."""
+    probs = cross_fold_shift(pred, labels, bias_l2, bins)["probs"]
+    rep = classification_report(probs, pred["task"].map({t: i for i, t in enumerate(labels)}).to_numpy(), labels,
+                                bins)
+    return {k: rep[k] for k in ("accuracy", "macro_f1", "ece")}
+
+
+def unsure_threshold(pred: pd.DataFrame, probs: np.ndarray, y: np.ndarray) -> dict:
+    """The router's unsure threshold chosen on these out-of-source predictions (rows of the
+    train/validation splits only, never test): `choose_min_confidence` on all folds (the
+    value for `router.settings.classifier_min_confidence`), and cross-fitted: each fold's
+    unsure rate at the threshold chosen on the other folds' rows."""
+    conf, correct = probs.max(1), probs.argmax(1) == y
+    ok = (pred["split"] != "test").to_numpy() if "split" in pred else np.ones(len(pred), bool)
+    unsure = np.zeros(len(pred), bool)
+    by_fold = {}
+    for f in pred["fold"].unique():
+        m = (pred["fold"] == f).to_numpy()
+        by_fold[f] = choose_min_confidence(conf[ok & ~m], correct[ok & ~m]) if (ok & ~m).any() else 0.5
+        unsure[m] = conf[m] < by_fold[f]
+    return {"chosen": choose_min_confidence(conf[ok], correct[ok]), "by_fold": by_fold,
+            "crossfit_unsure_rate": float(unsure.mean()),
+            "crossfit_accuracy_when_sure": float(correct[~unsure].mean()) if (~unsure).any() else float("nan")}
 
 
 class _FoldProbs(LearnedScorer):
@@ -278,6 +396,12 @@ def metrics(report: dict, prefix: str = "classifier/loso_int8") -> dict[str, flo
         out[f"{prefix}/baseline_{b}/accuracy"] = float(r["accuracy"])
     for k, v in (report.get("served") or {}).items():
         out[f"{prefix}/router_task/{k}"] = float(v)
+    for k, v in (report.get("validation_temperature") or {}).items():
+        out[f"{prefix}/validation_temperature/{k}"] = float(v)
+    if report.get("shift"):
+        out[f"{prefix}/shift/factor"] = float(report["shift"]["factor"])
+    mc = report.get("min_confidence") or {}
+    out.update({f"{prefix}/min_confidence/{k}": float(v) for k, v in mc.items() if k != "by_fold"})
     for row in report["per_source"].itertuples():
         out[f"{prefix}/source/{row.source}/accuracy"] = float(row.accuracy)
         out[f"{prefix}/source/{row.source}/macro_f1"] = float(row.macro_f1)
@@ -295,13 +419,34 @@ def format_report(report: dict, title: str = "classifier, leave-one-source-group
         sv = report["served"]
         lines.append(f"task as the router reports it (Tier 2 rules first, unsure -> general): accuracy "
                      f"{sv['accuracy']:.3f}, macro-F1 {sv['macro_f1']:.3f}, general {sv['general_rate']:.3f}")
+    if report.get("validation_temperature"):
+        vt = report["validation_temperature"]
+        lines.append(f"same folds, in-domain (validation) temperature only: ECE {vt['ece']:.3f}, "
+                     f"unsure {vt['unsure_rate']:.3f}")
+    if report.get("shift"):
+        sh = report["shift"]
+        lines.append(f"shift calibration (each fold: fitted on the other folds' out-of-source logits): factors "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in sh["factors"].items()))
+        lines.append(f"served config, fitted on all folds: training.classifier_shift.factor={sh['factor']:.4f} "
+                     f"training.classifier_shift.bias={json.dumps(sh['bias'], separators=(',', ':'))}")
+        ov = sh["other_variant"]
+        lines.append(f"the other variant ({'factor only' if ov['bias_l2'] is None else 'factor + per-label bias'}): "
+                     f"accuracy {ov['accuracy']:.3f}, macro-F1 {ov['macro_f1']:.3f}, ECE {ov['ece']:.3f}")
+    if report.get("min_confidence"):
+        mc = report["min_confidence"]
+        lines.append(f"unsure threshold chosen on the train/validation rows: {mc['chosen']:.2f}; cross-fitted "
+                     f"(each fold at the other folds' choice {mc['by_fold']}): unsure "
+                     f"{mc['crossfit_unsure_rate']:.3f}, accuracy when sure {mc['crossfit_accuracy_when_sure']:.3f}")
     lines.append("per class F1: " + ", ".join(f"{t} {v:.3f}" for t, v in report["per_class_f1"].items()))
     lines.append(report["per_source"].to_string(index=False, float_format=fmt))
     if "folds" in report:
         lines.append("folds: " + "; ".join(f"{k}: train {v['train_examples']} ex, held out {v['held_out']}, "
-                                           f"{v['seconds']}s" for k, v in report["folds"].items()))
+                                           f"T {v.get('temperature_validation', v['temperature']):.2f} x shift "
+                                           f"{v.get('shift_factor', 1.0):.2f}, {v['seconds']}s"
+                                           for k, v in report["folds"].items()))
     return "\n".join(lines)
 
 
-__all__ = ["LosoConfig", "check_groups", "fold", "keyword_tasks", "run", "summarize", "served_report", "metrics",
+__all__ = ["LosoConfig", "check_groups", "fold", "keyword_tasks", "run", "ShiftCalibration", "cross_fold_shift",
+           "choose_min_confidence", "summarize", "served_report", "metrics",
            "format_report"]

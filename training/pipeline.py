@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from autoroute import metrics as M
@@ -143,7 +144,8 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         t0 = time.time()
         clf_data = dataclasses.replace(data, prompts=routing.classifier_prompts(data, holdouts, ev))
         clf, stats, clf_report = train_classifier.run(clf_cfg, clf_data, out_dir, int8=cfg.training.bundle.quantize,
-                                                      reuse=cfg.training.get("classifier_dir"))
+                                                      reuse=cfg.training.get("classifier_dir"),
+                                                      shift=instantiate(cfg.training.classifier_shift))
         metrics.update({f"classifier/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
         metrics.update(R.classifier_metrics(clf_report))
         if "int8" in clf_report:   # the PyTorch int8 encoder (the CLI's and the MLflow model's)
@@ -174,8 +176,6 @@ def run(cfg: DictConfig, tracker: Tracker, data: TrainingData, clf_cfg: Classifi
         priors = model_priors(catalog, models_in_data + list(catalog.offered))
         feats, feat_src = (model_features(catalog, models_in_data + list(catalog.offered), *arena_ratings(cfg))
                            if cfg.training.model_features else (None, None))
-        from hydra.utils import instantiate
-
         from autoroute.user_preference import fit_tier4
         user_pref = fit_tier4(data.feedback_events, instantiate(cfg.router.tier4))
         metrics["tier4/profiles"] = sum(1 for k in user_pref.table if k != "global")

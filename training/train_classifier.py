@@ -18,6 +18,7 @@ from autoroute.classifier import ClassifierConfig, TaskClassifier, classificatio
 from autoroute.config import register_resolvers
 from autoroute.types import TASKS
 
+from training.classifier_loso import ShiftCalibration
 from training.data import TrainingData
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,14 @@ def inputs_digest(data: TrainingData) -> str:
 
 
 def run(cfg: ClassifierConfig, data: TrainingData, out_dir: str | Path, int8: bool = False,
-        reuse: str | Path | None = None) -> tuple[TaskClassifier, dict, dict]:
+        reuse: str | Path | None = None, shift: ShiftCalibration | None = None
+        ) -> tuple[TaskClassifier, dict, dict]:
     """Train, calibrate, evaluate on `test` (sources never seen in training); with
     `int8`, also the dynamic-int8 serving variant (``report["int8"]``); the served
     variant on the validation split is ``report["validation"]`` (for selection).
+    With `shift`, the temperature fitted on the validation split is multiplied by the
+    factor and the per-label bias added that the leave-one-source-group-out benchmark
+    measured on out-of-source predictions (`training.classifier_loso.ShiftCalibration`).
 
     `reuse`: the folder of a classifier an earlier run fine-tuned on exactly these
     prompts (checked), evaluated instead of trained again (to iterate on the later steps)."""
@@ -59,6 +64,10 @@ def run(cfg: ClassifierConfig, data: TrainingData, out_dir: str | Path, int8: bo
                                       va["task"].tolist(), cfg, Path(out_dir) / "classifier_trainer",
                                       train_sources=tr["source"].tolist() if "source" in tr else None)
         clf.meta["inputs_digest"] = digest
+    if shift is not None:
+        shift.apply(clf)
+        stats.update(temperature=clf.temperature, temperature_validation=clf.meta["temperature_validation"],
+                     shift_factor=clf.meta["shift_factor"])
     te = te[te["task"].isin(clf.labels)]
     index = {t: i for i, t in enumerate(clf.labels)}
     probs = clf.predict_proba(te["prompt"].tolist(), progress=cfg.progress)
@@ -88,7 +97,8 @@ def main(cfg: DictConfig) -> None:
     torch.set_num_threads(int(cfg.training.num_threads))
     data = instantiate(cfg.training.data, seed=cfg.seed)
     out = Path(HydraConfig.get().runtime.output_dir)
-    clf, stats, report = run(instantiate(cfg.classifier), data, out)
+    clf, stats, report = run(instantiate(cfg.classifier), data, out,
+                             shift=instantiate(cfg.training.classifier_shift))
     if stats["is_main_process"]:
         clf.save(out / "classifier")
         summary = {"stats": stats, **{k: report[k] for k in ("accuracy", "macro_f1", "ece", "n")}}

@@ -1,7 +1,9 @@
 """Tier 3: the task classifier. all-MiniLM-L6-v2 (mean pooled) plus a linear
 head over the task taxonomy, fine-tuned with the Hugging Face `Trainer` (so
 `accelerate launch` spreads it over processes, GPUs or nodes unchanged), then
-temperature-scaled on the validation split so its confidence is calibrated.
+temperature-scaled on the validation split, then shifted for prompts from
+sources it never saw (a temperature factor and a per-label bias measured on
+out-of-source predictions, `fit_shift`), so its confidence is calibrated.
 
 One forward pass gives both the task probabilities and the sentence embedding
 the preference model reads (`TaskClassifier.encode`)."""
@@ -95,6 +97,30 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200)
     return t if math.isfinite(t) and 0.05 < t < 20 else 1.0
 
 
+def fit_shift(logits: np.ndarray, labels: np.ndarray, l2: float = 0.01, max_iter: int = 300
+              ) -> tuple[float, np.ndarray]:
+    """(factor, bias): softmax(logits / factor + bias) with the least NLL (plus `l2` times the
+    squared bias) - a temperature and a per-class bias fitted on out-of-source predictions
+    (`logits` already divided by each model's validation temperature), so the confidence
+    and the class priors are those of prompts from sources the model never saw."""
+    z = torch.tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.tensor(np.asarray(labels), dtype=torch.long)
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t, bias], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(z / log_t.exp() + bias, y) + l2 * (bias ** 2).sum()
+        loss.backward()
+        return loss
+
+    if len(y):
+        opt.step(closure)
+    t, b = float(log_t.detach().exp()), bias.detach().numpy()
+    return (t, b - b.mean()) if math.isfinite(t) and 0.05 < t < 20 and np.isfinite(b).all() else (1.0, 0 * b)
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64) / temperature
     z = z - z.max(axis=1, keepdims=True)
@@ -149,6 +175,7 @@ class TaskClassifier:
     max_length: int = 64
     batch_size: int = 64
     meta: dict = field(default_factory=dict)
+    bias: tuple[float, ...] | None = None   # per-label logit bias after the temperature (shift calibration)
 
     @property
     def dim(self) -> int:
@@ -176,9 +203,21 @@ class TaskClassifier:
     def from_pooled(self, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(L2-normalized embeddings, calibrated task probabilities) from pooled states."""
         x = torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32))
-        logits = self.model.head(x).numpy() if len(x) else np.zeros((0, len(self.labels)), np.float32)
+        logits = self.head_logits(pooled)
         emb = nn.functional.normalize(x, dim=-1).numpy() if len(x) else np.zeros((0, self.dim), np.float32)
+        if self.bias is not None:
+            logits = logits / self.temperature + np.asarray(self.bias, dtype=np.float32)
+            return emb.astype(np.float32), softmax(logits).astype(np.float32)
         return emb.astype(np.float32), softmax(logits, self.temperature).astype(np.float32)
+
+    @torch.no_grad()
+    def head_logits(self, pooled: np.ndarray) -> np.ndarray:
+        """The task head's logits (before the temperature) from pooled states."""
+        x = torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32))
+        return self.model.head(x).numpy() if len(x) else np.zeros((0, len(self.labels)), np.float32)
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        return self.head_logits(self.pooled(texts))
 
     def forward_texts(self, texts: Sequence[str], progress: bool = False, desc: str = "classify"
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +236,7 @@ class TaskClassifier:
         m = copy.deepcopy(self.model)
         m.encoder = quantize_dynamic(m.encoder)
         return TaskClassifier(m, self.tokenizer, self.labels, self.temperature, self.max_length,
-                              self.batch_size, dict(self.meta, quantized=True))
+                              self.batch_size, dict(self.meta, quantized=True), self.bias)
 
     def fingerprint(self) -> str:
         import hashlib
@@ -218,7 +257,8 @@ class TaskClassifier:
         torch.save({"head": self.model.head.state_dict()}, folder / "head.pt")
         (folder / "classifier.json").write_text(json.dumps({
             "labels": list(self.labels), "temperature": self.temperature, "max_length": self.max_length,
-            "batch_size": self.batch_size, "meta": self.meta}, indent=1, default=str))
+            "batch_size": self.batch_size, "meta": self.meta,
+            "bias": None if self.bias is None else [float(b) for b in self.bias]}, indent=1, default=str))
 
     @classmethod
     def load(cls, folder: str | Path, quantize: bool = False) -> "TaskClassifier":
@@ -232,7 +272,7 @@ class TaskClassifier:
         model.eval()
         clf = cls(model, AutoTokenizer.from_pretrained(folder / "encoder"), tuple(info["labels"]),
                   float(info["temperature"]), int(info["max_length"]), int(info.get("batch_size", 64)),
-                  dict(info.get("meta") or {}))
+                  dict(info.get("meta") or {}), tuple(info["bias"]) if info.get("bias") else None)
         return clf.quantized() if quantize else clf
 
 
@@ -348,5 +388,5 @@ def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
     return clf, stats
 
 
-__all__ = ["ClassifierConfig", "TaskClassifierModel", "TaskClassifier", "PooledEncoder", "train_classifier", "fit_temperature",
+__all__ = ["ClassifierConfig", "TaskClassifierModel", "TaskClassifier", "PooledEncoder", "train_classifier", "fit_temperature", "fit_shift",
            "expected_calibration_error", "classification_report", "softmax"]
