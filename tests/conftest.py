@@ -12,6 +12,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PROCESSED = ROOT / "data" / "processed"
+
+
+@pytest.fixture(scope="session")
+def prompts():
+    """The processed prompt splits of the real data (`dvc repro` builds them when missing)."""
+    if not (PROCESSED / "manifest.json").exists():
+        subprocess.run([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=ROOT, check=True)
+    import pandas as pd
+    return {s: pd.read_parquet(PROCESSED / "prompts" / f"{s}.parquet") for s in ("train", "validation", "test")}
 PY = sys.executable
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

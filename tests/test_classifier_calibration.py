@@ -6,8 +6,6 @@ threshold chosen on out-of-source predictions."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +18,6 @@ from training import classifier_loso as L
 from training.data import TrainingData
 
 ROOT = Path(__file__).resolve().parents[1]
-PROCESSED = ROOT / "data" / "processed"
-
-
-@pytest.fixture(scope="module")
-def prompts():
-    if not (PROCESSED / "manifest.json").exists():
-        subprocess.run([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=ROOT, check=True)
-    return {s: pd.read_parquet(PROCESSED / "prompts" / f"{s}.parquet") for s in ("train", "validation", "test")}
 
 
 def test_unsure_threshold_breaks_even_where_a_label_is_as_likely_wrong_as_right():

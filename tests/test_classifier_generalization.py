@@ -6,9 +6,6 @@ near-duplicate of a held-out prompt in the fold's training data)."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,16 +15,6 @@ from autoroute.classifier import ClassifierConfig, classification_report, train_
 from autoroute.config import load_config
 from autoroute.types import TASKS
 from training import classifier_loso as L
-
-ROOT = Path(__file__).resolve().parents[1]
-PROCESSED = ROOT / "data" / "processed"
-
-
-@pytest.fixture(scope="module")
-def prompts():
-    if not (PROCESSED / "manifest.json").exists():
-        subprocess.run([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=ROOT, check=True)
-    return {s: pd.read_parquet(PROCESSED / "prompts" / f"{s}.parquet") for s in ("train", "validation", "test")}
 
 
 @pytest.fixture(scope="module")

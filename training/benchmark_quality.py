@@ -140,8 +140,8 @@ def acceptance(metrics: dict) -> tuple[str, dict]:
                           f"{_fmt(metrics.get(f'product/{src}/router/quality_at_best_cost'))} at its cost vs "
                           f"{_fmt(best)}]")
     if "mix/mean_expected_quality" in metrics:
-        share = ", ".join(f"{k.rsplit('/', 1)[1]} {v:.1%}" for k, v in sorted(
-            ((k, v) for k, v in metrics.items() if k.startswith("mix/share/")), key=lambda kv: -kv[1]))
+        from training.report import mix_shares
+        share = mix_shares(metrics, ".1%")
         lines.append(f"  realistic mix ({int(metrics['mix/n'])} arena-hard + AlpacaEval instructions, knob "
                      f"{metrics['mix/knob']:.2f}): {share}")
         lines.append(f"    mean expected quality {metrics['mix/mean_expected_quality']:.3f} vs always-Opus "

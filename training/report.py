@@ -59,6 +59,13 @@ def quality_table(metrics: dict[str, float]) -> pd.DataFrame:
     return df[cols]
 
 
+def mix_shares(metrics: dict[str, float], fmt: str = ".0%") -> str:
+    """The realistic mix's decision shares, largest first: "deepseek-v3 46%, gemini-3-pro 27%, ..."."""
+    shares = sorted(((k.rsplit("/", 1)[1], v) for k, v in metrics.items() if k.startswith("mix/share/")),
+                    key=lambda kv: -kv[1])
+    return ", ".join(f"{m} {v:{fmt}}" for m, v in shares)
+
+
 def format_table(metrics: dict[str, float]) -> str:
     df = quality_table(metrics)
     fmt = lambda v: f"{v:.3f}"  # noqa: E731
@@ -91,8 +98,7 @@ def format_table(metrics: dict[str, float]) -> str:
                          f"{metrics[f'{p}/router/quality_at_best_cost']:.3f} (best {metrics[f'{p}/best_model_quality']:.3f}); "
                          f"mix at the default knob: {mix}")
     if "mix/mean_expected_quality" in metrics:
-        share = ", ".join(f"{k.rsplit('/', 1)[1]} {v:.0%}" for k, v in sorted(
-            ((k, v) for k, v in metrics.items() if k.startswith("mix/share/")), key=lambda kv: -kv[1]))
+        share = mix_shares(metrics)
         lines.append(f"== realistic mix (arena-hard + AlpacaEval instructions, {int(metrics['mix/n'])} prompts) "
                      f"at knob {metrics['mix/knob']:.2f}: {share}")
         lines.append(f"mean expected quality {metrics['mix/mean_expected_quality']:.3f} vs always-Opus "
@@ -198,5 +204,5 @@ def plot_confusion(report: dict, folder: Path, name: str = "classifier_confusion
     return [path]
 
 
-__all__ = ["two_model_metrics", "n_model_metrics", "classifier_metrics", "primary_metric", "quality_table",
+__all__ = ["mix_shares", "two_model_metrics", "n_model_metrics", "classifier_metrics", "primary_metric", "quality_table",
            "format_table", "plot_two_model", "plot_n_model", "plot_confusion"]
